@@ -1,0 +1,26 @@
+//! herald's broker layer: topics, cursors and history, the per-node topic
+//! registry that fans events out to local connections, and the brokers that
+//! store and carry events (in memory for one node, Redis for a cluster).
+//!
+//! Nothing here knows about HTTP or configuration files: the binary turns
+//! requests into [`Message`]s and streams into [`SubscriberQueue`]s.
+#![warn(missing_docs)]
+
+mod broker;
+pub mod cursor;
+mod error;
+mod event;
+pub mod memory;
+mod queue;
+mod registry;
+pub mod resume;
+mod topic;
+
+pub use broker::{Broker, Resume, TopicInfo};
+pub use cursor::{Cursor, Position};
+pub use error::{BrokerError, CursorError, EventNameError, TopicError};
+pub use event::{now_micros, EventName, Message, Receipt, SharedEvent, Target, MAX_EVENT_NAME_LEN};
+pub use memory::{HistorySettings, MemoryBroker};
+pub use queue::{Batch, CloseReason, Pushed, SubscriberQueue};
+pub use registry::{RegistryMetrics, SubscriptionGuard, TopicRegistry};
+pub use topic::{Topic, MAX_TOPIC_LEN};
