@@ -261,8 +261,8 @@ mod tests {
     fn interest_is_reported_on_first_join_and_last_leave_only() {
         let (registry, mut interest) = registry();
         let t = topic("t");
-        let a = registry.join(&[t.clone()], &Arc::new(SubscriberQueue::new(4)));
-        let b = registry.join(&[t.clone()], &Arc::new(SubscriberQueue::new(4)));
+        let a = registry.join(std::slice::from_ref(&t), &Arc::new(SubscriberQueue::new(4)));
+        let b = registry.join(std::slice::from_ref(&t), &Arc::new(SubscriberQueue::new(4)));
         assert_eq!(interest.try_recv().ok(), Some(t.clone()));
         assert!(interest.try_recv().is_err());
         drop(a);
@@ -280,7 +280,7 @@ mod tests {
         let queues: Vec<_> = (0..3).map(|_| Arc::new(SubscriberQueue::new(4))).collect();
         let _guards: Vec<_> = queues
             .iter()
-            .map(|q| registry.join(&[t.clone()], q))
+            .map(|q| registry.join(std::slice::from_ref(&t), q))
             .collect();
         let bystander = Arc::new(SubscriberQueue::new(4));
         let _g = registry.join(&[other], &bystander);

@@ -1,0 +1,62 @@
+//! Builds the actix `App` from shared state; `main` and the tests use the
+//! same function.
+
+use actix_web::{
+    body::MessageBody,
+    dev::{ServiceFactory, ServiceRequest, ServiceResponse},
+    middleware::{from_fn, Next},
+    web, App, Error,
+};
+
+use crate::{metrics::ROUTES, routes, state::AppState};
+
+/// The application: every route, request counting, and problem+json for
+/// unknown paths.
+pub fn build(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .wrap(from_fn(count_requests))
+        .configure(routes::events::configure)
+        .configure(routes::publish::configure)
+        .configure(routes::topics::configure)
+        .configure(routes::health::configure)
+        .default_service(web::to(routes::not_found))
+}
+
+/// Counts every request by route pattern and status. The route label comes
+/// from the matched pattern, never the raw path, so its values stay bounded.
+async fn count_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let route = route_label(req.match_pattern().as_deref());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let response = next.call(req).await?;
+    if let Some(state) = state {
+        let status = response.status();
+        state
+            .metrics
+            .http_requests
+            .with_label_values(&[route, status.as_str()])
+            .inc();
+    }
+    Ok(response)
+}
+
+fn route_label(pattern: Option<&str>) -> &'static str {
+    match pattern {
+        Some(p) if p.starts_with("/v1/topics/") => "/v1/topics/{topic}",
+        Some(p) => ROUTES.iter().find(|r| **r == p).copied().unwrap_or("other"),
+        None => "other",
+    }
+}

@@ -1,0 +1,397 @@
+//! Configuration: the typed [`Settings`] every other module trusts.
+//!
+//! Sources, lowest precedence first: built-in defaults, `config/herald.toml`
+//! when present in the working directory, the file given by `--config`, then
+//! `HERALD__SECTION__KEY` environment variables (lists comma-separated). The
+//! raw values are validated once, before any port is bound, and every error
+//! names its key.
+
+use std::{
+    net::{SocketAddr, ToSocketAddrs},
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{anyhow, bail, Context};
+use herald_broker::HistorySettings;
+use serde::Deserialize;
+
+/// The shipped configuration file, read when it exists in the working
+/// directory.
+pub const SHIPPED_FILE: &str = "config/herald.toml";
+
+/// Validated settings of a node.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// HTTP server and stream lifecycle.
+    pub server: ServerSettings,
+    /// `redis://…` for a cluster node; `None` for the embedded broker.
+    pub redis_url: Option<String>,
+    /// Per-topic history.
+    pub history: HistorySettings,
+    /// Request and stream limits.
+    pub limits: Limits,
+    /// Publisher and subscriber authentication.
+    pub auth: AuthSettings,
+    /// Browser origins allowed to subscribe.
+    pub cors_allowed_origins: Vec<String>,
+    /// Log output.
+    pub log: LogSettings,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Listen address; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// SSE connections per node.
+    pub max_connections: usize,
+    /// Comment line on idle streams this often.
+    pub heartbeat_interval: Duration,
+    /// `retry:` sent to clients at stream start.
+    pub retry: Duration,
+    /// How long SIGTERM spreads closing streams.
+    pub drain_timeout: Duration,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// Serve the demo page at `/`.
+    pub demo: bool,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes of one event's data.
+    pub max_payload_bytes: usize,
+    /// Bytes of one publish request body.
+    pub max_request_bytes: usize,
+    /// Topics in one subscribe.
+    pub max_topics_per_connection: usize,
+    /// Events queued per connection before it is closed as too slow.
+    pub client_buffer_events: usize,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// API keys accepted for publishing.
+    pub publish_keys: Vec<String>,
+    /// HS256 secret for publisher and subscriber JWTs.
+    pub jwt_secret: Option<String>,
+    /// Topic patterns anyone may subscribe to.
+    pub public_topics: Vec<String>,
+    /// Accept subscriber tokens in the `access_token` query parameter.
+    pub query_token: bool,
+}
+
+impl AuthSettings {
+    /// True when publishing needs no credentials.
+    pub fn publishing_is_open(&self) -> bool {
+        self.publish_keys.is_empty() && self.jwt_secret.is_none()
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// One JSON object per line instead of human-readable lines.
+    pub json: bool,
+    /// A `tracing` filter such as `info` or `herald=debug`; `RUST_LOG`
+    /// overrides it.
+    pub level: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    redis: RawRedis,
+    history: RawHistory,
+    limits: RawLimits,
+    auth: RawAuth,
+    cors: RawCors,
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawServer {
+    bind: String,
+    max_connections: usize,
+    heartbeat_interval: String,
+    retry: String,
+    drain_timeout: String,
+    workers: usize,
+    demo: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawRedis {
+    url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawHistory {
+    max_events: usize,
+    ttl: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawLimits {
+    max_payload_bytes: usize,
+    max_request_bytes: usize,
+    max_topics_per_connection: usize,
+    client_buffer_events: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawAuth {
+    publish_keys: Vec<String>,
+    jwt_secret: String,
+    public_topics: Vec<String>,
+    query_token: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawCors {
+    allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawLog {
+    format: String,
+    level: String,
+}
+
+// The defaults, in one place; `config/herald.toml` documents the same values.
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            max_connections: 100_000,
+            heartbeat_interval: "15s".into(),
+            retry: "2s".into(),
+            drain_timeout: "10s".into(),
+            workers: 0,
+            demo: true,
+        }
+    }
+}
+
+impl Default for RawHistory {
+    fn default() -> Self {
+        Self {
+            max_events: 1000,
+            ttl: "1h".into(),
+        }
+    }
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 65_536,
+            max_request_bytes: 1_048_576,
+            max_topics_per_connection: 64,
+            client_buffer_events: 1024,
+        }
+    }
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            publish_keys: Vec::new(),
+            jwt_secret: String::new(),
+            public_topics: vec!["*".into()],
+            query_token: true,
+        }
+    }
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "human".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Keys whose environment values are comma-separated lists.
+const LIST_KEYS: [&str; 3] = [
+    "auth.publish_keys",
+    "auth.public_topics",
+    "cors.allowed_origins",
+];
+
+/// Loads and validates the configuration.
+///
+/// # Errors
+///
+/// A readable message naming the file or key at fault.
+pub fn load(file: Option<&Path>) -> anyhow::Result<Settings> {
+    let mut builder = config::Config::builder();
+    if Path::new(SHIPPED_FILE).is_file() {
+        builder = builder.add_source(config::File::with_name(SHIPPED_FILE).required(true));
+    }
+    if let Some(file) = file {
+        if !file.is_file() {
+            bail!("config file {} does not exist", file.display());
+        }
+        builder = builder.add_source(config::File::from(file).required(true));
+    }
+    let mut env = config::Environment::with_prefix("HERALD")
+        .prefix_separator("__")
+        .separator("__")
+        .list_separator(",")
+        .try_parsing(true);
+    for key in LIST_KEYS {
+        env = env.with_list_parse_key(key);
+    }
+    let raw: RawConfig = builder
+        .add_source(env)
+        .build()
+        .and_then(config::Config::try_deserialize)
+        .map_err(|e| anyhow!("invalid configuration: {e}"))?;
+    validate(raw)
+}
+
+fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
+    let server = ServerSettings {
+        bind: parse_bind(&raw.server.bind)?,
+        max_connections: positive("server.max_connections", raw.server.max_connections)?,
+        heartbeat_interval: duration("server.heartbeat_interval", &raw.server.heartbeat_interval)?,
+        retry: duration("server.retry", &raw.server.retry)?,
+        drain_timeout: duration_or_zero("server.drain_timeout", &raw.server.drain_timeout)?,
+        workers: raw.server.workers,
+        demo: raw.server.demo,
+    };
+    let redis_url = match raw.redis.url.trim() {
+        "" => None,
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => Some(url.to_owned()),
+        url => bail!("redis.url: {url:?} must start with redis:// or rediss://, or be empty"),
+    };
+    let history = HistorySettings {
+        max_events: positive("history.max_events", raw.history.max_events)?,
+        ttl: duration("history.ttl", &raw.history.ttl)?,
+    };
+    let limits = Limits {
+        max_payload_bytes: positive("limits.max_payload_bytes", raw.limits.max_payload_bytes)?,
+        max_request_bytes: positive("limits.max_request_bytes", raw.limits.max_request_bytes)?,
+        max_topics_per_connection: positive(
+            "limits.max_topics_per_connection",
+            raw.limits.max_topics_per_connection,
+        )?,
+        client_buffer_events: positive(
+            "limits.client_buffer_events",
+            raw.limits.client_buffer_events,
+        )?,
+    };
+    let log = LogSettings {
+        json: match raw.log.format.as_str() {
+            "human" => false,
+            "json" => true,
+            other => bail!("log.format: {other:?} must be \"human\" or \"json\""),
+        },
+        level: raw.log.level,
+    };
+    let auth = AuthSettings {
+        publish_keys: non_empty_items("auth.publish_keys", raw.auth.publish_keys)?,
+        jwt_secret: Some(raw.auth.jwt_secret).filter(|s| !s.is_empty()),
+        public_topics: non_empty_items("auth.public_topics", raw.auth.public_topics)?,
+        query_token: raw.auth.query_token,
+    };
+    Ok(Settings {
+        server,
+        redis_url,
+        history,
+        limits,
+        auth,
+        cors_allowed_origins: non_empty_items("cors.allowed_origins", raw.cors.allowed_origins)?,
+        log,
+    })
+}
+
+/// Accepts `host:port`, `[v6]:port` and `:port` (all interfaces).
+fn parse_bind(text: &str) -> anyhow::Result<SocketAddr> {
+    let text = text.trim();
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_owned()
+    };
+    full.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .with_context(|| {
+            format!("server.bind: {text:?} is not an address like 127.0.0.1:8080 or :0")
+        })
+}
+
+fn duration_or_zero(key: &str, text: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| anyhow!("{key}: {text:?} is not a duration like \"15s\" or \"500ms\" ({e})"))
+}
+
+fn duration(key: &str, text: &str) -> anyhow::Result<Duration> {
+    let value = duration_or_zero(key, text)?;
+    if value.is_zero() {
+        bail!("{key}: must be longer than zero");
+    }
+    Ok(value)
+}
+
+fn positive(key: &str, value: usize) -> anyhow::Result<usize> {
+    if value == 0 {
+        bail!("{key}: must be at least 1");
+    }
+    Ok(value)
+}
+
+fn non_empty_items(key: &str, items: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let items: Vec<String> = items.into_iter().map(|s| s.trim().to_owned()).collect();
+    if items.iter().any(String::is_empty) {
+        bail!("{key}: entries must not be empty");
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_contract() {
+        let settings = validate(RawConfig::default()).unwrap();
+        assert_eq!(settings.server.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(settings.server.heartbeat_interval, Duration::from_secs(15));
+        assert_eq!(settings.history.ttl, Duration::from_secs(3600));
+        assert!(settings.redis_url.is_none());
+        assert!(settings.auth.publishing_is_open());
+    }
+
+    #[test]
+    fn colon_port_binds_all_interfaces() {
+        assert_eq!(parse_bind(":0").unwrap(), "0.0.0.0:0".parse().unwrap());
+    }
+
+    #[test]
+    fn errors_name_their_key() {
+        let mut raw = RawConfig::default();
+        raw.server.retry = "soon".into();
+        let error = validate(raw).unwrap_err().to_string();
+        assert!(error.starts_with("server.retry:"), "{error}");
+
+        let mut raw = RawConfig::default();
+        raw.limits.client_buffer_events = 0;
+        let error = validate(raw).unwrap_err().to_string();
+        assert!(error.starts_with("limits.client_buffer_events:"), "{error}");
+    }
+}

@@ -1,0 +1,144 @@
+//! The one error type of the HTTP API, rendered as `application/problem+json`.
+
+use std::time::Duration;
+
+use actix_web::{
+    http::{header, StatusCode},
+    HttpResponse, ResponseError,
+};
+use herald_broker::BrokerError;
+use serde::Serialize;
+
+/// Everything a request can fail with. Each variant picks its status; the
+/// text is the problem's `detail`, written for the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed JSON, a missing field, a bad name or value.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A body, payload or batch over its limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Missing or invalid credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials that do not cover the request.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such route.
+    #[error("no route for {0}")]
+    NotFound(String),
+    /// The route exists, the method does not.
+    #[error("method {method} is not allowed here; use {allow}")]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The methods the route takes.
+        allow: &'static str,
+    },
+    /// The node is not ready (broker down or draining).
+    #[error("{0}")]
+    NotReady(&'static str),
+    /// The broker cannot store events right now.
+    #[error("the broker is unavailable; retry later")]
+    Unavailable {
+        /// Sent as `Retry-After`.
+        retry_after: Duration,
+    },
+    /// A bug or an unexpected broker answer. Logged once where it happens;
+    /// the client only learns that it happened.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    fn slug(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad-request",
+            ApiError::TooLarge(_) => "too-large",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not-found",
+            ApiError::MethodNotAllowed { .. } => "method-not-allowed",
+            ApiError::NotReady(_) => "not-ready",
+            ApiError::Unavailable { .. } => "broker-unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(error: BrokerError) -> Self {
+        match error {
+            BrokerError::Unavailable { retry_after, .. } => {
+                tracing::warn!(error = %error_chain(&error), "broker unavailable");
+                ApiError::Unavailable { retry_after }
+            }
+            other => {
+                tracing::error!(error = %error_chain(&other), "broker error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+/// An error and its sources on one line, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotReady(_) | ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let problem = Problem {
+            kind: format!("urn:herald:problem:{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: self.to_string(),
+        };
+        let mut response = HttpResponse::build(status);
+        response.content_type("application/problem+json");
+        match self {
+            ApiError::Unavailable { retry_after } => {
+                response.insert_header((header::RETRY_AFTER, retry_after.as_secs().max(1)));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                response.insert_header((header::ALLOW, *allow));
+            }
+            ApiError::Unauthorized(_) => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            _ => {}
+        }
+        response.json(problem)
+    }
+}

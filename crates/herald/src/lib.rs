@@ -1,0 +1,21 @@
+//! herald: a horizontally scaled Server-Sent Events push gateway.
+//!
+//! This crate is glue: configuration, the HTTP routes and the stream
+//! lifecycle around `herald-broker`. The `herald` binary is a thin `main`
+//! over [`cli`] and [`server`].
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod connections;
+pub mod error;
+pub mod ingest;
+pub mod lifecycle;
+pub mod logging;
+pub mod metrics;
+pub mod positions;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod stream;

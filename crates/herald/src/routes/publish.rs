@@ -1,0 +1,123 @@
+//! `POST /v1/publish` and `POST /v1/publish/batch`: the ingest API.
+//!
+//! `202` means stored: the broker has the event in history and on its way to
+//! every node. Fan-out to sockets happens afterwards and never delays the
+//! answer.
+
+use std::time::Instant;
+
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use herald_broker::{cursor, Message, Receipt};
+use serde_json::{json, Map, Value};
+
+use crate::{error::ApiError, ingest, routes::method_not_allowed, state::AppState};
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/publish")
+            .route(web::post().to(publish))
+            .default_service(web::to(method_not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/v1/publish/batch")
+            .route(web::post().to(publish_batch))
+            .default_service(web::to(method_not_allowed("POST"))),
+    );
+}
+
+async fn publish(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let body = read_body(&req, payload, state.settings.limits.max_request_bytes).await?;
+    let message = ingest::parse_publish(&body, &state.settings.limits)?;
+    let receipts = store(&state, vec![message], started).await?;
+    Ok(accepted(receipt_json(&receipts[0])))
+}
+
+async fn publish_batch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let body = read_body(&req, payload, state.settings.limits.max_request_bytes).await?;
+    let messages = ingest::parse_batch(&body, &state.settings.limits)?;
+    let receipts = store(&state, messages, started).await?;
+    let results: Vec<Value> = receipts.iter().map(receipt_json).collect();
+    Ok(accepted(json!({ "results": results })))
+}
+
+async fn store(
+    state: &AppState,
+    messages: Vec<Message>,
+    started: Instant,
+) -> Result<Vec<Receipt>, ApiError> {
+    let events: usize = messages.iter().map(|m| m.target.topics().len()).sum();
+    let receipts = state.broker.publish(messages).await?;
+    state
+        .metrics
+        .publish_duration
+        .observe(started.elapsed().as_secs_f64());
+    state.metrics.events_published.inc_by(events as u64);
+    Ok(receipts)
+}
+
+fn accepted(body: Value) -> HttpResponse {
+    HttpResponse::Accepted().json(body)
+}
+
+fn receipt_json(receipt: &Receipt) -> Value {
+    match receipt {
+        Receipt::One(topic, position) => json!({ "id": cursor::encode_one(topic, *position) }),
+        Receipt::Many(positions) => {
+            let ids: Map<String, Value> = positions
+                .iter()
+                .map(|(topic, position)| {
+                    (
+                        topic.to_string(),
+                        Value::String(cursor::encode_one(topic, *position)),
+                    )
+                })
+                .collect();
+            json!({ "ids": ids })
+        }
+    }
+}
+
+/// Reads the whole body, refusing it with `413` as soon as it is known to
+/// exceed `limit` (from `Content-Length`, or while reading).
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<BytesMut, ApiError> {
+    let too_large = || {
+        ApiError::TooLarge(format!(
+            "the request body is over the limit of {limit} bytes"
+        ))
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

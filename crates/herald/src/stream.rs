@@ -1,0 +1,151 @@
+//! One open SSE stream: from queued events to the bytes on the wire.
+//!
+//! [`EventStream`] is polled by the HTTP server for the response body. Each
+//! poll takes everything the connection's queue holds and turns it into
+//! frames, so a client that falls behind catches up in large writes rather
+//! than one write per event. Events are never re-encoded here: a
+//! single-topic stream sends the shared frame as is, a multi-topic stream
+//! sends its own `id:` line followed by the shared body.
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use herald_broker::{now_micros, Batch, SharedEvent, SubscriberQueue, SubscriptionGuard, Topic};
+use serde_json::json;
+
+use crate::{
+    connections::ConnectionGuard,
+    positions::{StreamPositions, Verdict},
+    state::AppState,
+};
+
+const HEARTBEAT: Bytes = Bytes::from_static(b": hb\n");
+
+/// The body of one SSE response.
+pub struct EventStream {
+    queue: Arc<SubscriberQueue>,
+    positions: StreamPositions,
+    pending: VecDeque<Bytes>,
+    state: Arc<AppState>,
+    closed: bool,
+    // Held for their Drop: leaving the topics and freeing the connection
+    // slot when the client goes away or herald closes the stream.
+    _subscription: SubscriptionGuard,
+    _connection: ConnectionGuard,
+}
+
+impl EventStream {
+    /// A stream that first sends `preamble`, then the replayed events, then
+    /// whatever arrives in `queue`.
+    pub fn new(
+        state: Arc<AppState>,
+        queue: Arc<SubscriberQueue>,
+        positions: StreamPositions,
+        subscription: SubscriptionGuard,
+        connection: ConnectionGuard,
+    ) -> Self {
+        Self {
+            queue,
+            positions,
+            pending: VecDeque::new(),
+            state,
+            closed: false,
+            _subscription: subscription,
+            _connection: connection,
+        }
+    }
+
+    /// Queues raw bytes (the opening `retry:` line and comment).
+    pub fn push_raw(&mut self, bytes: Bytes) {
+        self.pending.push_back(bytes);
+    }
+
+    /// Queues a `herald.resync` event for `topics`; its id already reflects
+    /// their new positions, so a reconnect does not resync them again.
+    pub fn push_resync(&mut self, topics: &[Topic]) {
+        let data = json!({
+            "topics": topics.iter().map(Topic::as_str).collect::<Vec<_>>(),
+            "reason": "history_truncated",
+        })
+        .to_string();
+        let frame = herald_sse::encode(Some(&self.positions.id()), Some("herald.resync"), &data)
+            .expect("cursors are base64url and the event name is a constant");
+        self.pending.push_back(frame.bytes().clone());
+    }
+
+    /// Queues `event` unless the stream already has it. Returns whether it
+    /// was queued.
+    pub fn push_event(&mut self, event: &SharedEvent) -> bool {
+        match self.positions.accept(event) {
+            Verdict::Duplicate => return false,
+            Verdict::Gap => {
+                let mut before = event.position;
+                before.seq -= 1;
+                self.positions.set(&event.topic, before);
+                self.push_resync(std::slice::from_ref(&event.topic));
+                self.positions.set(&event.topic, event.position);
+            }
+            Verdict::Deliver => {}
+        }
+        if self.positions.is_single() {
+            self.pending.push_back(event.frame.bytes().clone());
+        } else {
+            let id = herald_sse::id_line(&self.positions.id()).expect("cursors are base64url");
+            self.pending.push_back(id);
+            self.pending.push_back(event.frame.body());
+        }
+        true
+    }
+
+    fn absorb(&mut self, batch: Batch) {
+        let mut delivered = 0u64;
+        let mut oldest = None;
+        for event in &batch.events {
+            if self.push_event(event) {
+                delivered += 1;
+                oldest.get_or_insert(event.stored_at_us);
+            }
+        }
+        if delivered > 0 {
+            let metrics = &self.state.metrics;
+            metrics.events_delivered.inc_by(delivered);
+            if let Some(stored) = oldest {
+                let lag = now_micros().saturating_sub(stored);
+                metrics.delivery_lag.observe(lag as f64 / 1e6);
+            }
+        } else if batch.heartbeat {
+            self.pending.push_back(HEARTBEAT);
+        }
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(bytes) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(bytes)));
+            }
+            if this.closed {
+                return Poll::Ready(None);
+            }
+            match this.queue.poll_take(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(batch)) => this.absorb(batch),
+                Poll::Ready(Err(reason)) => {
+                    this.closed = true;
+                    this.state.metrics.disconnected(reason.as_str());
+                }
+            }
+        }
+    }
+}
