@@ -1,1 +1,51 @@
+//! Test harness for herald: real processes on free ports, and clients that
+//! read them the way browsers and Prometheus do.
+//!
+//! Everything here drives the real `herald` binary and a real
+//! `redis-server`; nothing is mocked. Every wait is a poll on a condition
+//! with a deadline, never a fixed sleep, so tests are as fast as the system
+//! under test and fail with a message (and a log file path) instead of
+//! hanging.
+//!
+//! - [`Node`] / [`NodeBuilder`]: `herald serve` on `127.0.0.1:0` in a
+//!   temporary working directory, its stderr copied to
+//!   `target/test-logs/`, ready once `/readyz` answers `200`.
+//! - [`RedisServer`]: `redis-server` on a free port in a temporary directory.
+//! - [`SseStream`] / [`Subscribe`]: an SSE client over reqwest streaming
+//!   that parses with [`herald_sse::Parser`].
+//! - [`Api`] / [`Reply`]: publish and query helpers returning status,
+//!   headers and JSON body.
+//! - [`Exposition`]: a strict parser of the Prometheus text format.
+//! - [`eventually`], [`free_port`], [`herald_bin`].
+#![warn(missing_docs)]
 
+mod api;
+mod binary;
+mod child;
+mod logs;
+mod node;
+mod port;
+mod prometheus;
+mod redis;
+mod resp;
+mod sse;
+mod wait;
+
+use std::time::Duration;
+
+pub use api::{encode_path_segment, Api, Reply};
+pub use binary::{herald_bin, herald_command, target_dir};
+pub use herald_sse::{Event, Item};
+pub use logs::test_log_dir;
+pub use node::{Node, NodeBuilder, StartupFailure};
+pub use port::free_port;
+pub use prometheus::{Exposition, Family, MetricType, ParseError, Sample};
+pub use redis::RedisServer;
+pub use resp::Resp;
+pub use sse::{Next, SseStream, Subscribe};
+pub use wait::eventually;
+
+/// How long tests wait for something that should happen "at once" (an
+/// event after its publish, a process start). Generous, because the
+/// machine may be busy building; a passing test never waits this long.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
