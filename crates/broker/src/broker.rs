@@ -90,4 +90,8 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker is reachable right now.
     fn is_up(&self) -> bool;
+
+    /// Stops background work and withdraws this node from the cluster's
+    /// presence counts. Called once, when the node stops.
+    async fn close(&self) {}
 }

@@ -12,10 +12,12 @@ mod error;
 mod event;
 pub mod memory;
 mod queue;
+pub mod redis;
 mod registry;
 pub mod resume;
 mod topic;
 
+pub use crate::redis::{BrokerMetrics, RedisBroker};
 pub use broker::{Broker, Resume, TopicInfo};
 pub use cursor::{Cursor, Position};
 pub use error::{BrokerError, CursorError, EventNameError, TopicError};

@@ -27,8 +27,8 @@ pub enum Verdict {
     /// At or before the stream's position (it came from history already):
     /// skip it.
     Duplicate,
-    /// Its history has a new epoch and it is not the epoch's first event:
-    /// events may be missing, so tell the client to resync, then write it.
+    /// Events may be missing before it (a jump in sequence, or a new
+    /// history): tell the client to resync, then write it.
     Gap,
 }
 
@@ -60,23 +60,34 @@ impl StreamPositions {
 
     /// Judges `event` and, unless it is a duplicate, moves the stream's
     /// position to it.
+    ///
+    /// A stream sees every event of its topics in order, so anything but
+    /// the next sequence number of the same history is either old (a
+    /// duplicate) or a sign that events went missing: a jump inside an
+    /// epoch (history trimmed while the broker was unreachable) or a new
+    /// epoch (history lost and recreated). Only a topic that had no history
+    /// when the stream started may move to a new epoch's first event.
     pub fn accept(&mut self, event: &SharedEvent) -> Verdict {
         let Some(entry) = self.find(&event.topic) else {
             return Verdict::Duplicate;
         };
         let current = entry.position;
-        let verdict = if event.position.epoch == current.epoch {
-            if event.position.seq <= current.seq {
+        let next = event.position;
+        let verdict = if next.epoch == current.epoch {
+            if next.seq <= current.seq {
                 return Verdict::Duplicate;
             }
-            Verdict::Deliver
-        } else if event.position.seq == 1 {
-            // A new history started (the old one expired): nothing between.
+            if next.seq == current.seq + 1 {
+                Verdict::Deliver
+            } else {
+                Verdict::Gap
+            }
+        } else if current.epoch == 0 && next.seq == 1 {
             Verdict::Deliver
         } else {
             Verdict::Gap
         };
-        entry.position = event.position;
+        entry.position = next;
         verdict
     }
 
@@ -119,8 +130,17 @@ mod tests {
         assert_eq!(positions.accept(&event(&t, 5, 3)), Verdict::Duplicate);
         assert_eq!(positions.accept(&event(&t, 5, 4)), Verdict::Deliver);
         assert_eq!(positions.accept(&event(&t, 5, 4)), Verdict::Duplicate);
-        assert_eq!(positions.accept(&event(&t, 6, 1)), Verdict::Deliver);
-        assert_eq!(positions.accept(&event(&t, 7, 9)), Verdict::Gap);
+        assert_eq!(positions.accept(&event(&t, 5, 7)), Verdict::Gap);
+        assert_eq!(positions.accept(&event(&t, 6, 1)), Verdict::Gap);
+    }
+
+    #[test]
+    fn a_topic_without_history_accepts_the_first_event_of_an_epoch() {
+        let t = Topic::new("t").unwrap();
+        let mut positions = StreamPositions::new(std::slice::from_ref(&t));
+        assert_eq!(positions.accept(&event(&t, 9, 1)), Verdict::Deliver);
+        let mut positions = StreamPositions::new(std::slice::from_ref(&t));
+        assert_eq!(positions.accept(&event(&t, 9, 2)), Verdict::Gap);
     }
 
     #[test]
@@ -138,6 +158,7 @@ mod tests {
     fn single_topic_id_equals_the_event_cursor() {
         let t = Topic::new("orders.42").unwrap();
         let mut positions = StreamPositions::new(std::slice::from_ref(&t));
+        positions.set(&t, Position::new(77, 4));
         let e = event(&t, 77, 5);
         positions.accept(&e);
         assert_eq!(cursor::encode_one(&t, e.position), positions.id());

@@ -5,7 +5,7 @@ use std::{net::TcpListener, sync::Arc, time::Duration};
 
 use actix_web::{web, HttpServer};
 use anyhow::Context;
-use herald_broker::{Broker, CloseReason, MemoryBroker, TopicRegistry};
+use herald_broker::{Broker, BrokerMetrics, CloseReason, MemoryBroker, RedisBroker, TopicRegistry};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
@@ -36,12 +36,28 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
 
     let metrics = Metrics::new();
-    let registry = Arc::new(TopicRegistry::new(metrics.registry.clone()));
     let broker: Arc<dyn Broker> = match &settings.redis_url {
-        None => Arc::new(MemoryBroker::start(registry, settings.history)),
-        Some(_) => anyhow::bail!("redis.url: the Redis broker is not available in this build"),
+        None => {
+            let registry = Arc::new(TopicRegistry::new(metrics.registry.clone()));
+            metrics.broker_up.set(1);
+            Arc::new(MemoryBroker::start(registry, settings.history))
+        }
+        Some(url) => {
+            let broker_metrics = BrokerMetrics {
+                up: metrics.broker_up.clone(),
+                reconnects: metrics.broker_reconnects.clone(),
+            };
+            let broker = RedisBroker::start(
+                url,
+                settings.history,
+                metrics.registry.clone(),
+                broker_metrics,
+            )
+            .context("redis.url")?;
+            tracing::info!(url = %redacted(url), "cluster node on redis");
+            Arc::new(broker)
+        }
     };
-    metrics.broker_up.set(i64::from(broker.is_up()));
     warn_if_publishing_is_exposed(&settings);
 
     let connections = Arc::new(Connections::new(
@@ -51,7 +67,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let lifecycle = Arc::new(Lifecycle::new());
     let state = web::Data::new(AppState {
         settings: settings.clone(),
-        broker,
+        broker: Arc::clone(&broker),
         metrics,
         connections: Arc::clone(&connections),
         lifecycle: Arc::clone(&lifecycle),
@@ -74,6 +90,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .max_connections(settings.server.max_connections + 1024)
     .backlog(4096)
     .client_request_timeout(REQUEST_HEAD_TIMEOUT)
+    // A client closing its side ends its stream at once; otherwise an idle
+    // stream would linger (and count as a subscriber) until a write fails.
+    .h1_allow_half_closed(false)
     .shutdown_timeout(REQUEST_GRACE.as_secs())
     .disable_signals()
     .listen(listener)?
@@ -103,6 +122,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     server.await.context("HTTP server failed")?;
     heartbeats.abort();
     drain.abort();
+    broker.close().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -150,5 +170,15 @@ fn warn_if_publishing_is_exposed(settings: &Settings) {
             "publishing is open to anyone who can reach this address: \
              set auth.publish_keys or auth.jwt_secret"
         );
+    }
+}
+
+/// The URL without its password, for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
     }
 }
