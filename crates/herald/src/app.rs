@@ -8,7 +8,7 @@ use actix_web::{
     web, App, Error,
 };
 
-use crate::{metrics::ROUTES, routes, state::AppState};
+use crate::{cors, metrics::ROUTES, routes, state::AppState};
 
 /// The application: every route, request counting, and problem+json for
 /// unknown paths.
@@ -25,6 +25,9 @@ pub fn build(
 > {
     App::new()
         .app_data(state)
+        // The last `wrap` is the outermost: requests are counted after CORS
+        // has answered or decorated them.
+        .wrap(from_fn(cors::cors))
         .wrap(from_fn(count_requests))
         .configure(routes::events::configure)
         .configure(routes::publish::configure)

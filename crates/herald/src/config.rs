@@ -78,6 +78,8 @@ pub struct AuthSettings {
     pub publish_keys: Vec<String>,
     /// HS256 secret for publisher and subscriber JWTs.
     pub jwt_secret: Option<String>,
+    /// PEM file with an RSA or EC public key for RS256/ES256 JWTs.
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
     /// Topic patterns anyone may subscribe to.
     pub public_topics: Vec<String>,
     /// Accept subscriber tokens in the `access_token` query parameter.
@@ -87,7 +89,9 @@ pub struct AuthSettings {
 impl AuthSettings {
     /// True when publishing needs no credentials.
     pub fn publishing_is_open(&self) -> bool {
-        self.publish_keys.is_empty() && self.jwt_secret.is_none()
+        self.publish_keys.is_empty()
+            && self.jwt_secret.is_none()
+            && self.jwt_public_key_file.is_none()
     }
 }
 
@@ -152,6 +156,7 @@ struct RawLimits {
 struct RawAuth {
     publish_keys: Vec<String>,
     jwt_secret: String,
+    jwt_public_key_file: String,
     public_topics: Vec<String>,
     query_token: bool,
 }
@@ -209,6 +214,7 @@ impl Default for RawAuth {
         Self {
             publish_keys: Vec::new(),
             jwt_secret: String::new(),
+            jwt_public_key_file: String::new(),
             public_topics: vec!["*".into()],
             query_token: true,
         }
@@ -305,6 +311,9 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
     let auth = AuthSettings {
         publish_keys: non_empty_items("auth.publish_keys", raw.auth.publish_keys)?,
         jwt_secret: Some(raw.auth.jwt_secret).filter(|s| !s.is_empty()),
+        jwt_public_key_file: Some(raw.auth.jwt_public_key_file)
+            .filter(|s| !s.trim().is_empty())
+            .map(std::path::PathBuf::from),
         public_topics: non_empty_items("auth.public_topics", raw.auth.public_topics)?,
         query_token: raw.auth.query_token,
     };

@@ -6,9 +6,11 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connections;
+pub mod cors;
 pub mod error;
 pub mod ingest;
 pub mod lifecycle;

@@ -9,8 +9,8 @@ use herald_broker::{Broker, BrokerMetrics, CloseReason, MemoryBroker, RedisBroke
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    app, config::Settings, connections::Connections, lifecycle::Lifecycle, metrics::Metrics,
-    state::AppState,
+    app, auth::Auth, config::Settings, connections::Connections, lifecycle::Lifecycle,
+    metrics::Metrics, state::AppState,
 };
 
 /// How long actix waits for requests still in flight (publishes) once the
@@ -58,7 +58,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             Arc::new(broker)
         }
     };
-    warn_if_publishing_is_exposed(&settings);
+    let auth = Auth::new(&settings.auth)?;
+    warn_if_publishing_is_exposed(&settings, &auth);
 
     let connections = Arc::new(Connections::new(
         settings.server.max_connections,
@@ -71,6 +72,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         metrics,
         connections: Arc::clone(&connections),
         lifecycle: Arc::clone(&lifecycle),
+        auth,
     });
 
     let listener = TcpListener::bind(settings.server.bind)
@@ -99,6 +101,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .run();
     tracing::info!(%addr, workers, "listening");
 
+    let expiries = tokio::spawn(Arc::clone(&connections).run_expiries());
     let heartbeats =
         tokio::spawn(Arc::clone(&connections).run_heartbeats(settings.server.heartbeat_interval));
     let handle = server.handle();
@@ -121,6 +124,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     server.await.context("HTTP server failed")?;
     heartbeats.abort();
+    expiries.abort();
     drain.abort();
     broker.close().await;
     tracing::info!("stopped");
@@ -163,8 +167,8 @@ fn raise_fd_limit() -> usize {
     }
 }
 
-fn warn_if_publishing_is_exposed(settings: &Settings) {
-    if settings.auth.publishing_is_open() && !settings.server.bind.ip().is_loopback() {
+fn warn_if_publishing_is_exposed(settings: &Settings, auth: &Auth) {
+    if auth.publishing_is_open() && !settings.server.bind.ip().is_loopback() {
         tracing::warn!(
             bind = %settings.server.bind,
             "publishing is open to anyone who can reach this address: \

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use herald_broker::Broker;
 
-use crate::{config::Settings, connections::Connections, lifecycle::Lifecycle, metrics::Metrics};
+use crate::{
+    auth::Auth, config::Settings, connections::Connections, lifecycle::Lifecycle, metrics::Metrics,
+};
 
 /// Shared node state, handed to handlers as `web::Data<AppState>`.
 pub struct AppState {
@@ -19,4 +21,6 @@ pub struct AppState {
     pub connections: Arc<Connections>,
     /// Ready or draining.
     pub lifecycle: Arc<Lifecycle>,
+    /// Who may publish and subscribe.
+    pub auth: Auth,
 }

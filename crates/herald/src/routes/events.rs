@@ -5,7 +5,11 @@
 //! then read each topic's history after the client's position. Live events
 //! already covered by that history are dropped by the stream's positions.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use actix_web::{
     http::header::{self, HeaderValue},
@@ -33,6 +37,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 struct SubscribeRequest {
     topics: Vec<Topic>,
     cursor: Option<Result<Cursor, ()>>,
+    access_token: Option<String>,
 }
 
 /// Where one topic of a new stream starts.
@@ -48,11 +53,21 @@ enum Start {
 
 async fn subscribe(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let request = parse(&req, state.settings.limits.max_topics_per_connection)?;
+    let grant =
+        state
+            .auth
+            .authorize_subscriber(&req, request.access_token.as_deref(), &request.topics)?;
     if state.lifecycle.is_draining() {
         return Ok(refuse(&state, "drain"));
     }
+    let expires_at = grant.expires_at.map(|at| {
+        let left = at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        tokio::time::Instant::now() + left
+    });
     let state = state.into_inner();
-    match open(&state, request).await {
+    match open(&state, request, expires_at).await {
         Ok(stream) => Ok(HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, "text/event-stream"))
             .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -76,6 +91,7 @@ fn parse(req: &HttpRequest, max_topics: usize) -> Result<SubscribeRequest, ApiEr
     let mut seen = HashSet::new();
     let mut query_cursor = None;
     let mut polyfill_cursor = None;
+    let mut access_token = None;
     for (key, value) in pairs {
         match key.as_str() {
             "topic" => {
@@ -87,6 +103,7 @@ fn parse(req: &HttpRequest, max_topics: usize) -> Result<SubscribeRequest, ApiEr
             }
             "last_event_id" => query_cursor = Some(value),
             "lastEventId" => polyfill_cursor = Some(value),
+            "access_token" => access_token = Some(value),
             _ => {}
         }
     }
@@ -116,7 +133,11 @@ fn parse(req: &HttpRequest, max_topics: usize) -> Result<SubscribeRequest, ApiEr
     };
     let cursor =
         cursor_text.map(|text| text.and_then(|t| Cursor::decode(t.trim()).map_err(|_| ())));
-    Ok(SubscribeRequest { topics, cursor })
+    Ok(SubscribeRequest {
+        topics,
+        cursor,
+        access_token,
+    })
 }
 
 enum Refusal {
@@ -130,12 +151,19 @@ impl From<BrokerError> for Refusal {
     }
 }
 
-async fn open(state: &Arc<AppState>, request: SubscribeRequest) -> Result<EventStream, Refusal> {
-    let SubscribeRequest { topics, cursor } = request;
+async fn open(
+    state: &Arc<AppState>,
+    request: SubscribeRequest,
+    expires_at: Option<tokio::time::Instant>,
+) -> Result<EventStream, Refusal> {
+    let SubscribeRequest { topics, cursor, .. } = request;
     let queue = Arc::new(SubscriberQueue::new(
         state.settings.limits.client_buffer_events,
     ));
-    let connection = state.connections.admit(&queue).ok_or(Refusal::Capacity)?;
+    let connection = state
+        .connections
+        .admit(&queue, expires_at)
+        .ok_or(Refusal::Capacity)?;
 
     let starts: Vec<Start> = topics
         .iter()

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use herald_broker::{cursor, Message, Receipt};
 use serde_json::{json, Map, Value};
 
-use crate::{error::ApiError, ingest, routes::method_not_allowed, state::AppState};
+use crate::{auth::Auth, error::ApiError, ingest, routes::method_not_allowed, state::AppState};
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -34,8 +34,10 @@ async fn publish(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
+    let grant = state.auth.authenticate_publisher(&req)?;
     let body = read_body(&req, payload, state.settings.limits.max_request_bytes).await?;
     let message = ingest::parse_publish(&body, &state.settings.limits)?;
+    Auth::authorize_publish(&grant, message.target.topics().iter())?;
     let receipts = store(&state, vec![message], started).await?;
     Ok(accepted(receipt_json(&receipts[0])))
 }
@@ -46,8 +48,10 @@ async fn publish_batch(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
+    let grant = state.auth.authenticate_publisher(&req)?;
     let body = read_body(&req, payload, state.settings.limits.max_request_bytes).await?;
     let messages = ingest::parse_batch(&body, &state.settings.limits)?;
+    Auth::authorize_publish(&grant, messages.iter().flat_map(|m| m.target.topics()))?;
     let receipts = store(&state, messages, started).await?;
     let results: Vec<Value> = receipts.iter().map(receipt_json).collect();
     Ok(accepted(json!({ "results": results })))
