@@ -37,6 +37,7 @@ const DEFAULT_ENV: [(&str, &str); 2] = [
 #[derive(Debug, Default, Clone)]
 pub struct NodeBuilder {
     env: Vec<(String, String)>,
+    args: Vec<String>,
     config_file: Option<String>,
     shipped_config: Option<String>,
 }
@@ -47,6 +48,13 @@ impl NodeBuilder {
     /// always `json`: the kit reads the bound address from the log.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Adds a command-line argument after `herald serve` (and after the
+    /// `--config` of [`NodeBuilder::config_file`], if any).
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_owned());
         self
     }
 
@@ -150,6 +158,7 @@ impl NodeBuilder {
             fs::write(&path, toml).expect("writing the --config file");
             command.arg("--config").arg(path);
         }
+        command.args(&self.args);
         command.envs(DEFAULT_ENV);
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command.env("HERALD__LOG__FORMAT", "json");
