@@ -23,6 +23,7 @@ pub fn build(
         InitError = (),
     >,
 > {
+    let demo = state.settings.server.demo;
     App::new()
         .app_data(state)
         // The last `wrap` is the outermost: requests are counted after CORS
@@ -33,6 +34,11 @@ pub fn build(
         .configure(routes::publish::configure)
         .configure(routes::topics::configure)
         .configure(routes::health::configure)
+        .configure(|cfg| {
+            if demo {
+                routes::demo::configure(cfg);
+            }
+        })
         .default_service(web::to(routes::not_found))
 }
 

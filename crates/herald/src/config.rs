@@ -54,7 +54,8 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
-    /// Serve the demo page at `/`.
+    /// Serve the demo page at `/` (default: on for the embedded broker, off
+    /// for cluster nodes).
     pub demo: bool,
 }
 
@@ -126,7 +127,7 @@ struct RawServer {
     retry: String,
     drain_timeout: String,
     workers: usize,
-    demo: bool,
+    demo: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,7 +185,7 @@ impl Default for RawServer {
             retry: "2s".into(),
             drain_timeout: "10s".into(),
             workers: 0,
-            demo: true,
+            demo: None,
         }
     }
 }
@@ -277,12 +278,16 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         retry: duration("server.retry", &raw.server.retry)?,
         drain_timeout: duration_or_zero("server.drain_timeout", &raw.server.drain_timeout)?,
         workers: raw.server.workers,
-        demo: raw.server.demo,
+        demo: false,
     };
     let redis_url = match raw.redis.url.trim() {
         "" => None,
         url if url.starts_with("redis://") || url.starts_with("rediss://") => Some(url.to_owned()),
         url => bail!("redis.url: {url:?} must start with redis:// or rediss://, or be empty"),
+    };
+    let server = ServerSettings {
+        demo: raw.server.demo.unwrap_or(redis_url.is_none()),
+        ..server
     };
     let history = HistorySettings {
         max_events: positive("history.max_events", raw.history.max_events)?,

@@ -1,6 +1,7 @@
 //! HTTP routes, one module each; every module exports `configure` for the
 //! app builder.
 
+pub mod demo;
 pub mod events;
 pub mod health;
 pub mod publish;
