@@ -1,1 +1,60 @@
-fn main() {}
+//! `herald-bench`: load generator for herald and its peers.
+//!
+//! It asserts nothing; it reports numbers (a JSON object per run on stdout,
+//! a table on stderr). See BENCHMARKS.md for the scenarios and how the
+//! head-to-head runner in `bench/run` uses it.
+
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use herald_bench::{
+    chart, clock,
+    cli::{Cli, Command},
+    procstat, run,
+    run::Scenario,
+    summary,
+};
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let (scenario, args) = match cli.command {
+        Command::Fanout(args) => (Scenario::Fanout, args),
+        Command::Push(args) => (Scenario::Push, args),
+        Command::Idle(args) => (Scenario::Idle, args),
+        Command::Procstat(args) => {
+            let pids = if args.with_children {
+                procstat::with_children(&args.pids)
+            } else {
+                args.pids
+            };
+            let sample = procstat::sample_all(&pids);
+            println!("{}", serde_json::to_string(&sample)?);
+            return Ok(());
+        }
+        Command::Summarize(args) => {
+            let reports = summary::load(&args.inputs)?;
+            print!("{}", summary::markdown(&reports));
+            return Ok(());
+        }
+        Command::Chart(args) => {
+            let reports = summary::load(&args.inputs)?;
+            let svg = chart::render(&reports);
+            std::fs::write(&args.output, svg)
+                .with_context(|| format!("writing {}", args.output.display()))?;
+            return Ok(());
+        }
+    };
+    clock::now_ns();
+    let report = run::run(scenario, &args)?;
+    if !args.quiet {
+        eprint!("{}", report.table());
+    }
+    println!("{}", serde_json::to_string(&report)?);
+    if let Some(path) = &args.json_out {
+        report
+            .append_to(path)
+            .with_context(|| format!("appending to {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! Turning many JSON results into the head-to-head table.
+//!
+//! The runner repeats each scenario alternating the servers, so each cell
+//! is the median of the runs of one server (label) on one scenario, and the
+//! headline is the ratio of herald's median to Nchan's. Labels name the
+//! server setup (`herald`, `nchan`, `nchan-2w`, `floor`, `herald-redis`,
+//! `nchan-redis`); a label holding `redis` belongs to the Redis table.
+
+use std::{collections::BTreeMap, fmt::Write as _, fs, path::PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::report::Report;
+
+/// Reads JSON-lines result files; lines that are not reports are skipped.
+///
+/// # Errors
+/// When a file cannot be read.
+pub fn load(paths: &[PathBuf]) -> Result<Vec<Report>> {
+    let mut out = Vec::new();
+    for path in paths {
+        let text =
+            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        out.extend(
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<Report>(l).ok()),
+        );
+    }
+    Ok(out)
+}
+
+/// The label a report is shown under.
+pub fn label_of(r: &Report) -> String {
+    if r.label.is_empty() {
+        format!("{:?}", r.target).to_lowercase()
+    } else {
+        r.label.clone()
+    }
+}
+
+/// A scenario configuration: what the runs in one row share.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Config {
+    /// `redis` or `memory`.
+    pub mode: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// Subscribers.
+    pub subs: usize,
+    /// Rate in milli-messages per second, or `None` for flat out.
+    pub rate_milli: Option<u64>,
+}
+
+impl Config {
+    /// The configuration of one report.
+    pub fn of(r: &Report) -> Self {
+        Self {
+            mode: if label_of(r).contains("redis") {
+                "redis"
+            } else {
+                "memory"
+            }
+            .to_owned(),
+            scenario: r.scenario.clone(),
+            subs: r.subs,
+            rate_milli: r.rate.map(|x| (x * 1000.0).round() as u64),
+        }
+    }
+
+    fn rate_text(&self) -> String {
+        match (self.scenario.as_str(), self.rate_milli) {
+            ("idle", _) => "-".to_owned(),
+            (_, None) => "max".to_owned(),
+            (_, Some(m)) => format!("{}/s", m as f64 / 1000.0),
+        }
+    }
+}
+
+/// A metric shown in the table.
+struct Metric {
+    name: &'static str,
+    get: fn(&Report) -> Option<f64>,
+    /// Whether a larger value is better (for reading the ratio).
+    higher_is_better: bool,
+}
+
+fn metrics_for(config: &Config) -> Vec<Metric> {
+    let deliveries = Metric {
+        name: "deliveries/s",
+        get: |r| Some(r.deliveries_per_s),
+        higher_is_better: true,
+    };
+    let publishes = Metric {
+        name: "publishes/s",
+        get: |r| Some(r.publishes_per_s),
+        higher_is_better: true,
+    };
+    let p50 = Metric {
+        name: "p50 latency ms",
+        get: |r| (r.latency_us.count > 0).then(|| r.latency_us.p50 as f64 / 1000.0),
+        higher_is_better: false,
+    };
+    let p99 = Metric {
+        name: "p99 latency ms",
+        get: |r| (r.latency_us.count > 0).then(|| r.latency_us.p99 as f64 / 1000.0),
+        higher_is_better: false,
+    };
+    let cores = Metric {
+        name: "server CPU cores",
+        get: |r| Some(r.server.cpu_cores),
+        higher_is_better: false,
+    };
+    let bench = Metric {
+        name: "bench CPU cores",
+        get: |r| Some(r.bench.cpu_cores),
+        higher_is_better: false,
+    };
+    match (config.scenario.as_str(), config.rate_milli) {
+        ("idle", _) => vec![Metric {
+            name: "RSS bytes/conn",
+            get: |r| r.rss_per_conn_bytes,
+            higher_is_better: false,
+        }],
+        ("fanout", None) => vec![deliveries, p99, cores, bench],
+        ("fanout", Some(_)) => vec![p50, p99, cores],
+        (_, None) => vec![publishes, p99, cores, bench],
+        _ => vec![p50, p99, publishes, cores],
+    }
+}
+
+/// The median of `values` (NaN-free); `None` when empty.
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+/// Median of a metric over the reports of one label and configuration.
+pub fn median_of(reports: &[&Report], get: fn(&Report) -> Option<f64>) -> Option<f64> {
+    let mut values: Vec<f64> = reports.iter().filter_map(|r| get(r)).collect();
+    median(&mut values)
+}
+
+fn fmt_value(v: Option<f64>) -> String {
+    match v {
+        None => "-".to_owned(),
+        Some(v) if v.abs() >= 100.0 => format!("{v:.0}"),
+        Some(v) if v.abs() >= 10.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.2}"),
+    }
+}
+
+/// The markdown tables: one per mode, a row per scenario and metric, a
+/// column per label, then herald/Nchan ratios; then loss and duplicates.
+pub fn markdown(reports: &[Report]) -> String {
+    let mut groups: BTreeMap<Config, BTreeMap<String, Vec<&Report>>> = BTreeMap::new();
+    for r in reports {
+        groups
+            .entry(Config::of(r))
+            .or_default()
+            .entry(label_of(r))
+            .or_default()
+            .push(r);
+    }
+    let mut out = String::new();
+    for mode in ["memory", "redis"] {
+        let rows: Vec<_> = groups.iter().filter(|(c, _)| c.mode == mode).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let mut labels: Vec<String> = rows
+            .iter()
+            .flat_map(|(_, by_label)| by_label.keys().cloned())
+            .collect();
+        labels.sort_by_key(|l| label_rank(l));
+        labels.dedup();
+        let (herald, nchan) = if mode == "redis" {
+            ("herald-redis", "nchan-redis")
+        } else {
+            ("herald", "nchan")
+        };
+        let _ = writeln!(out, "\n**{mode}**\n");
+        let _ = write!(out, "| scenario | subs | rate | metric |");
+        for l in &labels {
+            let _ = write!(out, " {l} |");
+        }
+        let _ = writeln!(out, " {herald}/{nchan} |");
+        let _ = writeln!(out, "|{}", "---|".repeat(labels.len() + 5));
+        for (config, by_label) in &rows {
+            for metric in metrics_for(config) {
+                let _ = write!(
+                    out,
+                    "| {} | {} | {} | {} |",
+                    config.scenario,
+                    config.subs,
+                    config.rate_text(),
+                    metric.name
+                );
+                let mut values = BTreeMap::new();
+                for l in &labels {
+                    let v = by_label.get(l).and_then(|rs| median_of(rs, metric.get));
+                    values.insert(l.as_str(), v);
+                    let n = by_label.get(l).map_or(0, Vec::len);
+                    let _ = write!(
+                        out,
+                        " {}{} |",
+                        fmt_value(v),
+                        if n > 1 {
+                            format!(" (n={n})")
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                let ratio = match (
+                    values.get(herald).copied().flatten(),
+                    values.get(nchan).copied().flatten(),
+                ) {
+                    (Some(h), Some(n)) if n > 0.0 => {
+                        let mark = if (h >= n) == metric.higher_is_better {
+                            ""
+                        } else {
+                            " ✗"
+                        };
+                        format!("**{:.2}×**{mark}", h / n)
+                    }
+                    _ => "-".to_owned(),
+                };
+                let _ = writeln!(out, " {ratio} |");
+            }
+        }
+    }
+    let _ = writeln!(out, "\n**delivery check** (all runs summed: lost / duplicated / streams dropped by the server / connect failures)\n");
+    let mut by_label: BTreeMap<String, [u64; 5]> = BTreeMap::new();
+    for r in reports {
+        let e = by_label.entry(label_of(r)).or_default();
+        e[0] += 1;
+        e[1] += r.lost;
+        e[2] += r.duplicates;
+        e[3] += r.disconnects;
+        e[4] += r.connect_failures;
+    }
+    let _ = writeln!(out, "| label | runs | lost | duplicated | dropped | connect failures |\n|---|---|---|---|---|---|");
+    for (label, [runs, lost, dup, dropped, failed]) in by_label {
+        let _ = writeln!(
+            out,
+            "| {label} | {runs} | {lost} | {dup} | {dropped} | {failed} |"
+        );
+    }
+    out
+}
+
+/// Column order: herald first, then Nchan, then the floor.
+pub fn label_rank(label: &str) -> (u8, String) {
+    let rank = if label.starts_with("herald") {
+        0
+    } else if label.starts_with("nchan") {
+        1
+    } else {
+        2
+    };
+    (rank, label.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+}
