@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use herald_testkit::{eventually, Item, Node, TIMEOUT};
 use serde_json::json;
 
@@ -64,17 +65,28 @@ async fn sigterm_drains_open_streams_within_drain_timeout_and_exits_zero() {
         "{items:?}"
     );
 
-    let mut delivered = false;
-    for stream in &mut streams {
+    let closings = join_all(streams.iter_mut().map(|stream| async {
         let items = stream.expect_closed(drain_timeout + SLACK).await;
-        delivered |= items
+        (signalled.elapsed(), items)
+    }))
+    .await;
+    let delivered = closings.iter().any(|(_, items)| {
+        items
             .iter()
-            .any(|i| matches!(i, Item::Event(e) if e.id == id && e.data == "late"));
-    }
+            .any(|i| matches!(i, Item::Event(e) if e.id == id && e.data == "late"))
+    });
+    let first = closings.iter().map(|(at, _)| *at).min().expect("streams");
+    let last = closings.iter().map(|(at, _)| *at).max().expect("streams");
     assert!(
-        signalled.elapsed() <= drain_timeout + SLACK,
-        "streams closed after {:?}",
-        signalled.elapsed()
+        last <= drain_timeout + SLACK,
+        "streams closed after {last:?}"
+    );
+    // Four streams over one second close about 250 ms apart; all at once
+    // would send every client back at the same instant.
+    assert!(
+        last - first >= drain_timeout / 4,
+        "streams closed within {:?} of each other, not spread over {drain_timeout:?}",
+        last - first
     );
     let status = node.wait_exit(drain_timeout + SLACK).await;
     assert!(status.success(), "exit status {status:?}");

@@ -30,19 +30,51 @@ async fn stalled_subscriber(node: &Node, topic: &str) -> TcpStream {
     stream
 }
 
-/// Reads `socket` until the server closes it; false if it is still open
-/// after `timeout`. A reset counts as closed.
-async fn read_until_closed(socket: &mut TcpStream, timeout: Duration) -> bool {
-    let mut buffer = vec![0; 256 * 1024];
+/// Reads `socket` until the server closes it and returns every byte
+/// received; `None` if it is still open after `timeout`. A reset counts as
+/// closed.
+async fn read_until_closed(socket: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
     let reading = async {
         loop {
-            match socket.read(&mut buffer).await {
+            match socket.read_buf(&mut received).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
         }
     };
-    tokio::time::timeout(timeout, reading).await.is_ok()
+    tokio::time::timeout(timeout, reading).await.ok()?;
+    Some(received)
+}
+
+/// The body of a raw HTTP/1.1 response with chunked transfer encoding, as
+/// far as it arrived.
+fn dechunk(response: &[u8]) -> Vec<u8> {
+    let head_end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = String::from_utf8_lossy(&response[..head_end]).to_ascii_lowercase();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    let mut rest = &response[head_end + 4..];
+    let mut body = Vec::new();
+    while let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&rest[..line_end]);
+        let size = usize::from_str_radix(size_text.trim(), 16).expect("a chunk size");
+        let data = &rest[line_end + 2..];
+        if size == 0 || data.len() < size {
+            body.extend_from_slice(&data[..size.min(data.len())]);
+            break;
+        }
+        body.extend_from_slice(&data[..size]);
+        rest = data.get(size + 2..).unwrap_or_default();
+    }
+    body
+}
+
+/// The data of the `n`th big event.
+fn big_data(n: usize) -> String {
+    format!("{n:05}{}", "x".repeat(60 * 1024))
 }
 
 async fn metric(node: &Node, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -59,7 +91,8 @@ const SLOW: &[(&str, &str)] = &[("reason", "slow_consumer")];
 /// subscriber on `big`, and 60 KB events published until the stalled
 /// socket's buffers are full and its queue has overflowed. The fast
 /// subscriber reads each event as it goes and must get every one, in order.
-async fn overflow_a_stalled_subscriber() -> (Node, TcpStream, SseStream) {
+/// Returns the ids of the events published.
+async fn overflow_a_stalled_subscriber() -> (Node, TcpStream, SseStream, Vec<String>) {
     let node = Node::builder()
         .env("HERALD__LIMITS__CLIENT_BUFFER_EVENTS", "8")
         .start()
@@ -72,32 +105,31 @@ async fn overflow_a_stalled_subscriber() -> (Node, TcpStream, SseStream) {
     })
     .await;
 
-    let padding = "x".repeat(60 * 1024);
-    let mut published = 0;
+    let mut ids = Vec::new();
     while metric(&node, "herald_events_dropped_total", SLOW).await == 0.0 {
         assert!(
-            published < 600,
+            ids.len() < 600,
             "600 events of 60 KB did not overflow a stalled subscriber"
         );
         for _ in 0..5 {
-            let data = format!("{published:05}{padding}");
+            let n = ids.len();
+            let data = big_data(n);
             let id = node.api().publish_ok("big", json!(data)).await;
             let event = fast.event().await;
-            assert_eq!(event.id, id, "fast subscriber, event {published}");
-            assert!(event.data == data, "fast subscriber, event {published}");
-            published += 1;
+            assert_eq!(event.id, id, "fast subscriber, event {n}");
+            assert!(event.data == data, "fast subscriber, event {n}");
+            ids.push(id);
         }
     }
-    (node, slow, fast)
+    (node, slow, fast, ids)
 }
 
 #[tokio::test]
-async fn slow_consumer_is_cut_off_and_counted_while_a_fast_one_gets_every_event() {
-    let (node, mut slow, mut fast) = overflow_a_stalled_subscriber().await;
-    assert!(
-        read_until_closed(&mut slow, TIMEOUT).await,
-        "the slow consumer's connection is still open"
-    );
+async fn slow_consumer_is_cut_off_and_resumes_from_history_while_a_fast_one_gets_every_event() {
+    let (node, mut slow, mut fast, ids) = overflow_a_stalled_subscriber().await;
+    let response = read_until_closed(&mut slow, TIMEOUT)
+        .await
+        .expect("the slow consumer's connection is closed");
     eventually(
         TIMEOUT,
         "the slow consumer's disconnect counted",
@@ -109,19 +141,53 @@ async fn slow_consumer_is_cut_off_and_counted_while_a_fast_one_gets_every_event(
     )
     .await;
 
+    // What the slow consumer got is a prefix of what was published...
+    let mut parser = herald_sse::Parser::new();
+    let mut items = Vec::new();
+    parser.feed(&dechunk(&response), &mut items);
+    let got: Vec<herald_sse::Event> = items
+        .into_iter()
+        .filter_map(|item| match item {
+            Item::Event(event) => Some(event),
+            _ => None,
+        })
+        .collect();
+    assert!(got.len() < ids.len(), "the slow consumer got everything");
+    for (n, event) in got.iter().enumerate() {
+        assert_eq!(event.id, ids[n], "slow consumer, event {n}");
+        assert!(event.data == big_data(n), "slow consumer, event {n}");
+    }
+    // ...and reconnecting with its last id gets exactly the rest.
+    let mut resumed = node
+        .subscribe_request()
+        .topic("big")
+        .last_event_id(parser.last_event_id())
+        .send()
+        .await;
+    for (n, id) in ids.iter().enumerate().skip(got.len()) {
+        let event = resumed.event().await;
+        assert_eq!(&event.id, id, "resumed slow consumer, event {n}");
+        assert!(
+            event.data == big_data(n),
+            "resumed slow consumer, event {n}"
+        );
+    }
+
     // The fast subscriber was not disturbed and keeps receiving.
     let id = node.api().publish_ok("big", json!("after")).await;
-    let event = fast.event().await;
-    assert_eq!(
-        (event.id.as_str(), event.data.as_str()),
-        (id.as_str(), "after")
-    );
+    for stream in [&mut fast, &mut resumed] {
+        let event = stream.event().await;
+        assert_eq!(
+            (event.id.as_str(), event.data.as_str()),
+            (id.as_str(), "after")
+        );
+    }
 }
 
 #[tokio::test]
 #[ignore = "BUG: a stalled consumer's stream is only closed (and counted) once the client reads again"]
 async fn stalled_consumer_is_closed_and_counted_before_it_reads_anything() {
-    let (node, mut slow, _fast) = overflow_a_stalled_subscriber().await;
+    let (node, mut slow, _fast, _) = overflow_a_stalled_subscriber().await;
     // Closed by herald itself: a client that never reads again must not
     // hold its connection (and a server.max_connections slot) forever.
     eventually(TIMEOUT, "the slow consumer's disconnect", || async {
@@ -130,7 +196,7 @@ async fn stalled_consumer_is_closed_and_counted_before_it_reads_anything() {
         (closed && open == 1.0).then_some(())
     })
     .await;
-    assert!(read_until_closed(&mut slow, TIMEOUT).await);
+    assert!(read_until_closed(&mut slow, TIMEOUT).await.is_some());
 }
 
 /// Whether a fresh stream is admitted: admitted streams stay open after
@@ -182,8 +248,27 @@ async fn stream_past_max_connections_gets_200_a_jittered_retry_and_a_closed_conn
         );
         retries.push(retry);
     }
+    retries.sort_unstable();
+    retries.dedup();
+    assert!(
+        retries.len() > 1,
+        "retry: is not jittered: always {retries:?}"
+    );
+
+    // The TCP connection is closed too, not just the response.
+    let mut raw = TcpStream::connect(node.addr()).await.expect("connecting");
+    let request = format!(
+        "GET /v1/events?topic=a HTTP/1.1\r\nHost: {}\r\n\r\n",
+        node.addr()
+    );
+    raw.write_all(request.as_bytes()).await.expect("sending");
+    assert!(
+        read_until_closed(&mut raw, TIMEOUT).await.is_some(),
+        "the refused connection stays open"
+    );
+
     let capacity = metric(&node, "herald_disconnects_total", &[("reason", "capacity")]).await;
-    assert_eq!(capacity, 5.0);
+    assert_eq!(capacity, 6.0);
 
     // The admitted streams still work.
     node.api().publish_ok("a", json!("live")).await;

@@ -235,3 +235,17 @@ async fn request_body_over_max_request_bytes_is_413() {
     let fits = "p".repeat(1900);
     api.publish_ok("t", json!(fits)).await;
 }
+
+#[tokio::test]
+async fn data_at_the_default_payload_limit_is_accepted_and_one_byte_more_is_413() {
+    let node = Node::start().await;
+    let mut stream = node.subscribe(&["t"]).await;
+    let at_limit = "é".repeat(65_536 / 2);
+    node.api().publish_ok("t", json!(at_limit)).await;
+    assert!(stream.event().await.data == at_limit);
+    node.api()
+        .publish(&json!({"topic": "t", "data": format!("{at_limit}x")}))
+        .await
+        .assert_problem(413);
+    assert_eq!(node.api().history_length("t").await, 1);
+}

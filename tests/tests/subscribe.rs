@@ -169,12 +169,44 @@ async fn single_topic_stream_ids_equal_the_cursors_publish_returned() {
 }
 
 #[tokio::test]
-async fn stream_with_sixty_four_topics_is_accepted() {
+async fn stream_with_sixty_four_distinct_topics_is_accepted() {
     let node = Node::start().await;
-    let names: Vec<String> = (0..64).map(|n| format!("topic-{n}")).collect();
+    // 65 parameters, 64 distinct topics: a topic named twice counts once.
+    let names: Vec<String> = (0..64)
+        .map(|n| format!("topic-{n}"))
+        .chain(["topic-0".to_owned()])
+        .collect();
     let topics: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut stream = node.subscribe(&topics).await;
     assert_eq!(stream.status(), 200);
     node.api().publish_ok("topic-63", json!("last")).await;
     assert_eq!(stream.event().await.data, "last");
+}
+
+#[tokio::test]
+async fn every_subscriber_of_a_topic_gets_every_event_in_order() {
+    let node = Node::start().await;
+    let mut streams = Vec::new();
+    for _ in 0..40 {
+        streams.push(node.subscribe(&["fan"]).await);
+    }
+    let mut ids = Vec::new();
+    for n in 0..25 {
+        ids.push(node.api().publish_ok("fan", json!(n)).await);
+    }
+    for (s, stream) in streams.iter_mut().enumerate() {
+        let received: Vec<String> = stream
+            .events(ids.len(), TIMEOUT)
+            .await
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(received, ids, "subscriber {s}");
+    }
+    let delivered = node
+        .api()
+        .metrics()
+        .await
+        .value("herald_events_delivered_total", &[]);
+    assert_eq!(delivered, Some(40.0 * 25.0));
 }

@@ -159,6 +159,18 @@ fn cases() -> Vec<Case> {
             &format!("/v1/events?{many_topics}"),
             400,
         ),
+        request(
+            "subscribe with bad percent-encoding",
+            Method::GET,
+            "/v1/events?topic=%ZZ",
+            400,
+        ),
+        request(
+            "subscribe to a topic that is not UTF-8",
+            Method::GET,
+            "/v1/events?topic=%FF",
+            400,
+        ),
         request("GET publish", Method::GET, "/v1/publish", 405),
         request("PUT publish", Method::PUT, "/v1/publish", 405),
         request("GET batch", Method::GET, "/v1/publish/batch", 405),
