@@ -4,14 +4,13 @@
 //! a table on stderr). See BENCHMARKS.md for the scenarios and how the
 //! head-to-head runner in `bench/run` uses it.
 
-
 use anyhow::{Context, Result};
 use clap::Parser;
 
 use herald_bench::{
-    chart, clock,
+    chart,
     cli::{Cli, Command},
-    procstat, run,
+    clock, procstat, run,
     run::Scenario,
     summary,
 };

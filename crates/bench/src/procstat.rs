@@ -98,6 +98,25 @@ pub fn sample_all(pids: &[u32]) -> ProcSample {
         })
 }
 
+/// CPU seconds the whole machine spent busy (all cores, every state but
+/// idle and iowait), from the first line of `/proc/stat`.
+pub fn machine_busy_s() -> f64 {
+    let Ok(stat) = fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let Some(line) = stat.lines().next() else {
+        return 0.0;
+    };
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    total.saturating_sub(idle) as f64 / TICKS_PER_SECOND
+}
+
 /// This process.
 pub fn sample_self() -> ProcSample {
     sample_pid(std::process::id()).unwrap_or_default()
@@ -112,9 +131,7 @@ mod tests {
         let me = sample_self();
         assert!(me.rss_kib > 0);
         assert!(me.cpu_s >= 0.0);
-        assert_eq!(
-            sample_all(&[std::process::id(), u32::MAX]).rss_kib > 0,
-            true
-        );
+        assert!(sample_all(&[std::process::id(), u32::MAX]).rss_kib > 0);
+        assert!(machine_busy_s() > 0.0);
     }
 }

@@ -105,6 +105,12 @@ pub struct Report {
     pub aux: Option<ProcWindow>,
     /// The bench process itself.
     pub bench: ProcWindow,
+    /// CPU cores busy on the whole machine during the window, and how much
+    /// of it was neither the server, its aux processes nor the bench: other
+    /// work sharing the machine, i.e. noise.
+    pub machine_cpu_cores: f64,
+    /// See `machine_cpu_cores`.
+    pub other_cpu_cores: f64,
     /// Idle: server RSS growth per open stream, bytes.
     pub rss_per_conn_bytes: Option<f64>,
     /// Seconds since the Unix epoch at the end of the run.
@@ -130,9 +136,11 @@ impl Report {
     /// A few lines for a person.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let rate = self
-            .rate
-            .map_or_else(|| "max".to_owned(), |r| format!("{r}/s"));
+        let rate = match (self.scenario.as_str(), self.rate) {
+            ("idle", _) => "-".to_owned(),
+            (_, None) => "max".to_owned(),
+            (_, Some(r)) => format!("{r}/s"),
+        };
         s.push_str(&format!(
             "{} {:?} {} | subs {} ({} ok, {} failed, {} dropped) topics {} nodes {} rate {}\n",
             self.scenario,
@@ -174,13 +182,14 @@ impl Report {
             self.unparsed
         ));
         s.push_str(&format!(
-            "  cpu cores: server {:.2} bench {:.2}{} | server RSS {} -> {} KiB\n",
+            "  cpu cores: server {:.2} bench {:.2}{} other {:.2} | server RSS {} -> {} KiB\n",
             self.server.cpu_cores,
             self.bench.cpu_cores,
             self.aux
                 .as_ref()
                 .map(|a| format!(" aux {:.2}", a.cpu_cores))
                 .unwrap_or_default(),
+            self.other_cpu_cores,
             self.server.rss_before_kib,
             self.server.rss_after_kib
         ));

@@ -20,7 +20,7 @@ use crate::{
     accounting::{summarize, SubscriberTotals},
     cli::{Rate, RunArgs},
     clock::now_ns,
-    procstat::{sample_all, sample_self, with_children, ProcSample},
+    procstat::{machine_busy_s, sample_all, sample_self, with_children, ProcSample},
     publisher::{self, PublishTopic, PublisherPlan, PublisherTotals},
     report::{round3, ProcWindow, Report},
     shared::Shared,
@@ -186,6 +186,17 @@ pub fn run(scenario: Scenario, args: &RunArgs) -> Result<Report> {
         bail!("no stream could be opened to {:?}", args.servers);
     }
     let pubs = measured.publishers;
+    let machine_cpu_cores = measured.machine_busy_s / measured.window_s.max(1e-9);
+    let aux = (!aux_pids.is_empty()).then(|| {
+        ProcWindow::new(
+            aux_pids,
+            measured.aux_start,
+            measured.aux_start,
+            measured.aux_end,
+            measured.window_s,
+        )
+    });
+    let ours = server.cpu_cores + bench.cpu_cores + aux.as_ref().map_or(0.0, |a| a.cpu_cores);
     Ok(Report {
         scenario: scenario.name().to_owned(),
         target: args.target,
@@ -217,16 +228,10 @@ pub fn run(scenario: Scenario, args: &RunArgs) -> Result<Report> {
         latency_us: summarize(&subs.latency),
         publish_rtt_us: summarize(&pubs.rtt),
         server,
-        aux: (!aux_pids.is_empty()).then(|| {
-            ProcWindow::new(
-                aux_pids,
-                measured.aux_start,
-                measured.aux_start,
-                measured.aux_end,
-                measured.window_s,
-            )
-        }),
+        aux,
         bench,
+        machine_cpu_cores: round3(machine_cpu_cores),
+        other_cpu_cores: round3((machine_cpu_cores - ours).max(0.0)),
         rss_per_conn_bytes,
         unix_time: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -243,6 +248,7 @@ struct Measured {
     aux_end: ProcSample,
     bench_start: ProcSample,
     bench_end: ProcSample,
+    machine_busy_s: f64,
     delivered_in_window: u64,
     acked_in_window: u64,
     publishers: PublisherTotals,
@@ -254,9 +260,11 @@ fn measure_idle(args: &RunArgs, server_pids: &[u32], aux_pids: &[u32]) -> Measur
     let server_start = sample_all(server_pids);
     let aux_start = sample_all(aux_pids);
     let bench_start = sample_self();
+    let machine_start = machine_busy_s();
     let started = Instant::now();
     thread::sleep(Duration::from_secs_f64(args.hold.max(0.0)));
     Measured {
+        machine_busy_s: machine_busy_s() - machine_start,
         window_s: started.elapsed().as_secs_f64(),
         server_start,
         server_end: sample_all(server_pids),
@@ -332,11 +340,13 @@ fn measure_publishing(
     sleep_until_ns(window_start);
     let (server_start, aux_start, bench_start) =
         (sample_all(server_pids), sample_all(aux_pids), sample_self());
+    let machine_start = machine_busy_s();
     let delivered_start = shared.deliveries.load(Relaxed);
     let acked_start = total_acked();
     let started = Instant::now();
     sleep_until_ns(window_end);
     let window_s = started.elapsed().as_secs_f64();
+    let machine_busy = machine_busy_s() - machine_start;
     let (server_end, aux_end, bench_end) =
         (sample_all(server_pids), sample_all(aux_pids), sample_self());
     let delivered_in_window = shared.deliveries.load(Relaxed) - delivered_start;
@@ -365,6 +375,7 @@ fn measure_publishing(
         aux_end,
         bench_start,
         bench_end,
+        machine_busy_s: machine_busy,
         delivered_in_window,
         acked_in_window,
         publishers,
