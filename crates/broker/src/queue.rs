@@ -164,6 +164,24 @@ impl SubscriberQueue {
         }))
     }
 
+    /// Resolves once the queue is closed, without taking anything: what a
+    /// writer blocked on a slow socket watches, so that closing the queue
+    /// (an overflow, a drain) reaches it even while it cannot write.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        let mut state = self.state.lock();
+        if let Some(reason) = state.closed {
+            return Poll::Ready(reason);
+        }
+        if !state
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// Marks the stream as having written something, so the next heartbeat
     /// tick skips it.
     pub fn mark_active(&self) {

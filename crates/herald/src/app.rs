@@ -50,6 +50,9 @@ async fn count_requests(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let route = route_label(req.match_pattern().as_deref());
     let state = req.app_data::<web::Data<AppState>>().cloned();
+    // Held until the response head is ready: a drain waits for publishes in
+    // flight, not for streams (whose bodies outlive this call).
+    let _in_flight = state.as_ref().map(|s| s.lifecycle.request());
     let response = next.call(req).await?;
     if let Some(state) = state {
         let status = response.status();

@@ -200,7 +200,8 @@ impl Auth {
     /// not cover a requested topic.
     pub fn authorize_subscriber(
         &self,
-        req: &HttpRequest,
+        authorization: Option<&str>,
+        cookie: Option<&str>,
         query_token: Option<&str>,
         topics: &[Topic],
     ) -> Result<Grant, ApiError> {
@@ -211,12 +212,12 @@ impl Auth {
         if private.is_empty() {
             return Ok(Grant { expires_at: None });
         }
-        let token = bearer(req)
-            .map(str::to_owned)
-            .or_else(|| req.cookie(TOKEN_COOKIE).map(|c| c.value().to_owned()))
-            .or_else(|| query_token.filter(|_| self.query_token).map(str::to_owned))
+        let token = authorization
+            .and_then(bearer_token)
+            .or_else(|| cookie.and_then(|c| cookie_value(c, TOKEN_COOKIE)))
+            .or_else(|| query_token.filter(|_| self.query_token))
             .ok_or_else(|| ApiError::Unauthorized("these topics need a subscriber token".into()))?;
-        let claims = self.verify(&token)?;
+        let claims = self.verify(token)?;
         let patterns: Vec<TopicPattern> = claims
             .herald
             .subscribe
@@ -285,12 +286,26 @@ fn public_key_verifiers(path: &Path) -> anyhow::Result<Vec<(DecodingKey, Validat
 }
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_token(req.headers().get(header::AUTHORIZATION)?.to_str().ok()?)
+}
+
+/// The token of an `Authorization: Bearer <token>` header value.
+fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
+}
+
+/// The value of cookie `name` in a `Cookie` header value.
+fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        (key == name)
+            .then(|| value.trim_matches('"'))
+            .filter(|v| !v.is_empty())
+    })
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -374,10 +389,8 @@ mod tests {
         let auth = Auth::new(&settings()).unwrap();
         let check = |exp: u64| {
             let jwt = token(json!({"herald": {"subscribe": ["*"]}, "exp": exp}));
-            let req = TestRequest::default()
-                .insert_header(("authorization", format!("Bearer {jwt}")))
-                .to_http_request();
-            auth.authorize_subscriber(&req, None, &topics(&["private"]))
+            let header = format!("Bearer {jwt}");
+            auth.authorize_subscriber(Some(&header), None, None, &topics(&["private"]))
         };
         assert!(check(now() - 10).is_ok());
         assert!(matches!(check(now() - 120), Err(ApiError::Unauthorized(_))));
@@ -386,36 +399,31 @@ mod tests {
     #[test]
     fn subscribers_need_a_token_only_for_private_topics() {
         let auth = Auth::new(&settings()).unwrap();
-        let bare = TestRequest::default().to_http_request();
-        assert!(auth
-            .authorize_subscriber(&bare, None, &topics(&["news.today"]))
-            .is_ok());
+        let check =
+            |header: Option<&str>, cookie: Option<&str>, query: Option<&str>, names: &[&str]| {
+                auth.authorize_subscriber(header, cookie, query, &topics(names))
+            };
+        assert!(check(None, None, None, &["news.today"]).is_ok());
         assert!(matches!(
-            auth.authorize_subscriber(&bare, None, &topics(&["news.today", "user.1"])),
+            check(None, None, None, &["news.today", "user.1"]),
             Err(ApiError::Unauthorized(_))
         ));
         let jwt = token(json!({"herald": {"subscribe": ["user.1"]}}));
-        let grant = auth
-            .authorize_subscriber(&bare, Some(&jwt), &topics(&["user.1"]))
-            .unwrap();
+        let grant = check(None, None, Some(&jwt), &["user.1"]).unwrap();
         assert!(grant.expires_at.is_none());
         assert!(matches!(
-            auth.authorize_subscriber(&bare, Some(&jwt), &topics(&["user.2"])),
+            check(None, None, Some(&jwt), &["user.2"]),
             Err(ApiError::Forbidden(_))
         ));
-        let cookie = TestRequest::default()
-            .cookie(actix_web::cookie::Cookie::new(TOKEN_COOKIE, jwt.clone()))
-            .to_http_request();
-        assert!(auth
-            .authorize_subscriber(&cookie, None, &topics(&["user.1"]))
-            .is_ok());
+        let cookie = format!("theme=dark; {TOKEN_COOKIE}={jwt}; other=1");
+        assert!(check(None, Some(&cookie), None, &["user.1"]).is_ok());
         let no_query = Auth::new(&AuthSettings {
             query_token: false,
             ..settings()
         })
         .unwrap();
         assert!(matches!(
-            no_query.authorize_subscriber(&bare, Some(&jwt), &topics(&["user.1"])),
+            no_query.authorize_subscriber(None, None, Some(&jwt), &topics(&["user.1"])),
             Err(ApiError::Unauthorized(_))
         ));
     }
@@ -429,9 +437,8 @@ mod tests {
             &EncodingKey::from_secret(b"other"),
         )
         .unwrap();
-        let req = TestRequest::default().to_http_request();
         assert!(matches!(
-            auth.authorize_subscriber(&req, Some(&forged), &topics(&["user.1"])),
+            auth.authorize_subscriber(None, None, Some(&forged), &topics(&["user.1"])),
             Err(ApiError::Unauthorized(_))
         ));
     }

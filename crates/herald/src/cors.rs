@@ -63,6 +63,24 @@ fn add_headers(headers: &mut HeaderMap, allowance: Allowance) {
     }
 }
 
+/// The CORS headers for a response to `origin`, for transports that write
+/// their own heads.
+pub fn headers_for(allowed: &[String], origin: Option<&[u8]>) -> Vec<(&'static str, String)> {
+    let origin = origin.and_then(|o| HeaderValue::from_bytes(o).ok());
+    match allowance(allowed, origin.as_ref()) {
+        None => Vec::new(),
+        Some(Allowance::Any) => vec![("access-control-allow-origin", "*".to_owned())],
+        Some(Allowance::Origin(origin)) => vec![
+            (
+                "access-control-allow-origin",
+                origin.to_str().unwrap_or_default().to_owned(),
+            ),
+            ("access-control-allow-credentials", "true".to_owned()),
+            ("vary", "Origin".to_owned()),
+        ],
+    }
+}
+
 /// The middleware.
 ///
 /// # Errors

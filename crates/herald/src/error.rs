@@ -103,6 +103,48 @@ struct Problem<'a> {
     detail: String,
 }
 
+/// A problem rendered for the wire: status, extra headers and the
+/// problem+json body. Shared by actix and herald's own stream path.
+#[derive(Debug)]
+pub struct Rendered {
+    /// The status code.
+    pub status: StatusCode,
+    /// Headers besides `Content-Type`.
+    pub headers: Vec<(header::HeaderName, String)>,
+    /// The problem+json document.
+    pub body: String,
+}
+
+impl ApiError {
+    /// Renders the problem.
+    pub fn render(&self) -> Rendered {
+        let status = self.status_code();
+        let problem = Problem {
+            kind: format!("urn:herald:problem:{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: self.to_string(),
+        };
+        let headers = match self {
+            ApiError::Unavailable { retry_after } => {
+                vec![(
+                    header::RETRY_AFTER,
+                    retry_after.as_secs().max(1).to_string(),
+                )]
+            }
+            ApiError::MethodNotAllowed { allow, .. } => vec![(header::ALLOW, (*allow).to_owned())],
+            ApiError::Unauthorized(_) => vec![(header::WWW_AUTHENTICATE, "Bearer".to_owned())],
+            _ => Vec::new(),
+        };
+        let body = serde_json::to_string(&problem).expect("a problem always serializes");
+        Rendered {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -118,27 +160,15 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        let problem = Problem {
-            kind: format!("urn:herald:problem:{}", self.slug()),
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            detail: self.to_string(),
-        };
-        let mut response = HttpResponse::build(status);
-        response.content_type("application/problem+json");
-        match self {
-            ApiError::Unavailable { retry_after } => {
-                response.insert_header((header::RETRY_AFTER, retry_after.as_secs().max(1)));
-            }
-            ApiError::MethodNotAllowed { allow, .. } => {
-                response.insert_header((header::ALLOW, *allow));
-            }
-            ApiError::Unauthorized(_) => {
-                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
-            }
-            _ => {}
+        let rendered = self.render();
+        let mut response = HttpResponse::build(rendered.status);
+        response.content_type(PROBLEM_JSON);
+        for (name, value) in rendered.headers {
+            response.insert_header((name, value));
         }
-        response.json(problem)
+        response.body(rendered.body)
     }
 }
+
+/// The media type of error bodies.
+pub const PROBLEM_JSON: &str = "application/problem+json";

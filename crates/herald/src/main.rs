@@ -31,5 +31,11 @@ fn main() -> ExitCode {
 fn serve(config: Option<&Path>) -> anyhow::Result<()> {
     let settings = config::load(config)?;
     logging::init(&settings.log)?;
-    actix_web::rt::System::new().block_on(server::run(settings))
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(server::worker_count(&settings))
+        .thread_name("herald-io")
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(server::run(settings))
 }

@@ -1,24 +1,27 @@
-//! Running a node: state, broker, HTTP server, background tasks, and the
-//! drain that ends it.
+//! Running a node: state, broker, the accept loop and HTTP workers,
+//! background tasks, and the drain that ends it.
 
-use std::{net::TcpListener, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use actix_web::{web, HttpServer};
 use anyhow::Context;
 use herald_broker::{Broker, BrokerMetrics, CloseReason, MemoryBroker, RedisBroker, TopicRegistry};
-use tokio::signal::unix::{signal, SignalKind};
-
-use crate::{
-    app, auth::Auth, config::Settings, connections::Connections, lifecycle::Lifecycle,
-    metrics::Metrics, state::AppState,
+use socket2::{Domain, Socket, Type};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, SignalKind},
+    sync::watch,
 };
 
-/// How long actix waits for requests still in flight (publishes) once the
-/// streams are closed. Streams are closed by the drain itself, never by
-/// this timeout.
+use crate::{
+    auth::Auth, config::Settings, connections::Connections, lifecycle::Lifecycle, metrics::Metrics,
+    native, state::AppState, workers::Workers,
+};
+
+/// How long a stopping node waits for requests still in flight (publishes)
+/// once its streams are closed.
 const REQUEST_GRACE: Duration = Duration::from_secs(5);
-/// Time a client has to send its request head; bounds slowloris clients.
-const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pending connections the kernel may queue before herald accepts them.
+const BACKLOG: i32 = 4096;
 
 /// Runs a node until it is stopped by SIGTERM or SIGINT and has drained.
 ///
@@ -36,7 +39,71 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
 
     let metrics = Metrics::new();
-    let broker: Arc<dyn Broker> = match &settings.redis_url {
+    let broker = start_broker(&settings, &metrics)?;
+    let auth = Auth::new(&settings.auth)?;
+    warn_if_publishing_is_exposed(&settings, &auth);
+    let connections = Arc::new(Connections::new(
+        settings.server.max_connections,
+        metrics.clone(),
+    ));
+    let lifecycle = Arc::new(Lifecycle::new());
+    let state = Arc::new(AppState {
+        settings: settings.clone(),
+        broker: Arc::clone(&broker),
+        metrics,
+        connections: Arc::clone(&connections),
+        lifecycle: Arc::clone(&lifecycle),
+        auth,
+    });
+
+    let listener = bind(settings.server.bind)?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let worker_count = worker_count(&settings);
+    let workers = Workers::start(worker_count, &state).context("starting HTTP workers")?;
+    let (stop_accepting, stop) = watch::channel(false);
+    let accept = tokio::spawn(native::serve(
+        listener,
+        Arc::clone(&state),
+        workers.handoff(),
+        stop,
+    ));
+    tracing::info!(%addr, workers = worker_count, "listening");
+
+    let heartbeats =
+        tokio::spawn(Arc::clone(&connections).run_heartbeats(settings.server.heartbeat_interval));
+    let expiries = tokio::spawn(Arc::clone(&connections).run_expiries());
+
+    wait_for_signal().await;
+    let drain_timeout = settings.server.drain_timeout;
+    tracing::info!(
+        streams = connections.open_streams(),
+        ?drain_timeout,
+        "draining"
+    );
+    lifecycle.start_draining();
+    tokio::select! {
+        () = connections.close_all_spread(CloseReason::Drain, drain_timeout) => {
+            tracing::info!("all streams closed");
+        }
+        () = wait_for_signal() => tracing::warn!("second signal: stopping now"),
+    }
+    let _ = stop_accepting.send(true);
+    let _ = accept.await;
+    if !lifecycle.wait_idle(REQUEST_GRACE).await {
+        tracing::warn!("requests still in flight after the grace period");
+    }
+    heartbeats.abort();
+    expiries.abort();
+    tokio::task::spawn_blocking(move || workers.stop())
+        .await
+        .context("stopping HTTP workers")?;
+    broker.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn start_broker(settings: &Settings, metrics: &Metrics) -> anyhow::Result<Arc<dyn Broker>> {
+    Ok(match &settings.redis_url {
         None => {
             let registry = Arc::new(TopicRegistry::new(metrics.registry.clone()));
             metrics.broker_up.set(1);
@@ -57,78 +124,26 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             tracing::info!(url = %redacted(url), "cluster node on redis");
             Arc::new(broker)
         }
-    };
-    let auth = Auth::new(&settings.auth)?;
-    warn_if_publishing_is_exposed(&settings, &auth);
+    })
+}
 
-    let connections = Arc::new(Connections::new(
-        settings.server.max_connections,
-        metrics.clone(),
-    ));
-    let lifecycle = Arc::new(Lifecycle::new());
-    let state = web::Data::new(AppState {
-        settings: settings.clone(),
-        broker: Arc::clone(&broker),
-        metrics,
-        connections: Arc::clone(&connections),
-        lifecycle: Arc::clone(&lifecycle),
-        auth,
-    });
-
-    let listener = TcpListener::bind(settings.server.bind)
-        .with_context(|| format!("server.bind: cannot listen on {}", settings.server.bind))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
-    let workers = match settings.server.workers {
+/// Threads for HTTP work: `server.workers`, or one per core.
+pub fn worker_count(settings: &Settings) -> usize {
+    match settings.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
-    };
-    let server = HttpServer::new({
-        let state = state.clone();
-        move || app::build(state.clone())
-    })
-    .workers(workers)
-    // herald enforces server.max_connections itself, with an answer browsers
-    // retry; actix's own per-worker limit must never be reached first.
-    .max_connections(settings.server.max_connections + 1024)
-    .backlog(4096)
-    .client_request_timeout(REQUEST_HEAD_TIMEOUT)
-    // A client closing its side ends its stream at once; otherwise an idle
-    // stream would linger (and count as a subscriber) until a write fails.
-    .h1_allow_half_closed(false)
-    .shutdown_timeout(REQUEST_GRACE.as_secs())
-    .disable_signals()
-    .listen(listener)?
-    .run();
-    tracing::info!(%addr, workers, "listening");
+    }
+}
 
-    let expiries = tokio::spawn(Arc::clone(&connections).run_expiries());
-    let heartbeats =
-        tokio::spawn(Arc::clone(&connections).run_heartbeats(settings.server.heartbeat_interval));
-    let handle = server.handle();
-    let drain_timeout = settings.server.drain_timeout;
-    let drain = tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!(
-            streams = connections.open_streams(),
-            ?drain_timeout,
-            "draining"
-        );
-        lifecycle.start_draining();
-        let closing = connections.close_all_spread(CloseReason::Drain, drain_timeout);
-        tokio::select! {
-            () = closing => tracing::info!("all streams closed"),
-            () = wait_for_signal() => tracing::warn!("second signal: stopping now"),
-        }
-        handle.stop(true).await;
-    });
-
-    server.await.context("HTTP server failed")?;
-    heartbeats.abort();
-    expiries.abort();
-    drain.abort();
-    broker.close().await;
-    tracing::info!("stopped");
-    Ok(())
+fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let context = || format!("server.bind: cannot listen on {addr}");
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, None).with_context(context)?;
+    socket.set_reuse_address(true).with_context(context)?;
+    socket.set_nonblocking(true).with_context(context)?;
+    socket.bind(&addr.into()).with_context(context)?;
+    socket.listen(BACKLOG).with_context(context)?;
+    TcpListener::from_std(socket.into()).with_context(context)
 }
 
 async fn wait_for_signal() {

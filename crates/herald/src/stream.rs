@@ -27,6 +27,8 @@ use crate::{
 };
 
 const HEARTBEAT: Bytes = Bytes::from_static(b": hb\n");
+/// Pending pieces an idle stream may keep room for.
+const IDLE_CAPACITY: usize = 16;
 
 /// The body of one SSE response.
 pub struct EventStream {
@@ -126,6 +128,59 @@ impl EventStream {
     }
 }
 
+impl EventStream {
+    /// Bytes ready to be written, oldest first. A transport writes from the
+    /// front and removes what it wrote.
+    pub fn pending(&mut self) -> &mut VecDeque<Bytes> {
+        &mut self.pending
+    }
+
+    /// Waits for more to write: `Ready(true)` when bytes were added to
+    /// [`pending`](Self::pending), `Ready(false)` once herald closed the
+    /// stream (its reason already counted), `Pending` otherwise.
+    pub fn poll_more(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        loop {
+            if self.closed {
+                return Poll::Ready(false);
+            }
+            match self.queue.poll_take(cx) {
+                Poll::Pending => {
+                    if self.pending.is_empty() && self.pending.capacity() > IDLE_CAPACITY {
+                        // An idle stream should not keep a burst's buffer.
+                        self.pending = VecDeque::new();
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(batch)) => {
+                    let before = self.pending.len();
+                    self.absorb(batch);
+                    if self.pending.len() > before {
+                        return Poll::Ready(true);
+                    }
+                }
+                Poll::Ready(Err(reason)) => {
+                    self.closed = true;
+                    self.state.metrics.disconnected(reason.as_str());
+                }
+            }
+        }
+    }
+}
+
+impl EventStream {
+    /// Resolves once herald closed the stream (its reason counted), without
+    /// taking queued events: for a transport blocked on a slow socket.
+    pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.closed {
+            return Poll::Ready(());
+        }
+        let reason = std::task::ready!(self.queue.poll_closed(cx));
+        self.closed = true;
+        self.state.metrics.disconnected(reason.as_str());
+        Poll::Ready(())
+    }
+}
+
 impl Stream for EventStream {
     type Item = Result<Bytes, Infallible>;
 
@@ -135,16 +190,8 @@ impl Stream for EventStream {
             if let Some(bytes) = this.pending.pop_front() {
                 return Poll::Ready(Some(Ok(bytes)));
             }
-            if this.closed {
+            if !std::task::ready!(this.poll_more(cx)) {
                 return Poll::Ready(None);
-            }
-            match this.queue.poll_take(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(batch)) => this.absorb(batch),
-                Poll::Ready(Err(reason)) => {
-                    this.closed = true;
-                    this.state.metrics.disconnected(reason.as_str());
-                }
             }
         }
     }

@@ -1,0 +1,275 @@
+//! Opening an SSE stream, whatever transport carries it.
+//!
+//! Both transports (herald's own HTTP/1.1 stream path and the actix route
+//! for streams requested on a reused connection) hand a [`SubscribeHead`]
+//! here, so validation, authorization and resume are decided in one place.
+//!
+//! Setup order is what makes resume exact: read the heads of topics the
+//! client has no position for, join the topics (live events start queuing),
+//! then read each topic's history after the client's position. Live events
+//! already covered by that history are dropped by the stream's positions.
+
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use herald_broker::{BrokerError, Cursor, Position, Resume, SubscriberQueue, Topic};
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::{error::ApiError, positions::StreamPositions, state::AppState, stream::EventStream};
+
+/// Response headers of every stream and every refusal, besides CORS.
+pub const STREAM_HEADERS: [(&str, &str); 3] = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+];
+
+/// What a subscribe request carries, as raw values from the request head.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SubscribeHead<'a> {
+    /// The query string, without `?`.
+    pub query: &'a str,
+    /// The `Last-Event-ID` header.
+    pub last_event_id: Option<&'a [u8]>,
+    /// The `Authorization` header.
+    pub authorization: Option<&'a [u8]>,
+    /// The `Cookie` header.
+    pub cookie: Option<&'a [u8]>,
+}
+
+/// A valid, authorized subscribe request.
+#[derive(Debug)]
+pub struct Admission {
+    topics: Vec<Topic>,
+    cursor: Option<Result<Cursor, ()>>,
+    expires_at: Option<Instant>,
+}
+
+/// The outcome of opening a stream.
+pub enum Opened {
+    /// Stream these bytes.
+    Stream(EventStream),
+    /// The node cannot take the stream now: answer `200` with this body and
+    /// close the connection.
+    Refused(Bytes),
+}
+
+/// Validates and authorizes a subscribe request.
+///
+/// # Errors
+///
+/// `400` for bad topics or too many of them, `401`/`403` for auth.
+pub fn admit(state: &AppState, head: &SubscribeHead<'_>) -> Result<Admission, ApiError> {
+    let max_topics = state.settings.limits.max_topics_per_connection;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(head.query)
+        .map_err(|_| ApiError::BadRequest("the query string is not valid URL encoding".into()))?;
+    let mut topics = Vec::new();
+    let mut seen = HashSet::new();
+    let mut query_cursor = None;
+    let mut polyfill_cursor = None;
+    let mut access_token = None;
+    for (key, value) in pairs {
+        match key.as_str() {
+            "topic" => {
+                let topic = Topic::new(&value)
+                    .map_err(|e| ApiError::BadRequest(format!("topic {value:?}: {e}")))?;
+                if seen.insert(topic.clone()) {
+                    topics.push(topic);
+                }
+            }
+            "last_event_id" => query_cursor = Some(value),
+            "lastEventId" => polyfill_cursor = Some(value),
+            "access_token" => access_token = Some(value),
+            _ => {}
+        }
+    }
+    if topics.is_empty() {
+        return Err(ApiError::BadRequest(
+            "at least one topic parameter is required".into(),
+        ));
+    }
+    if topics.len() > max_topics {
+        return Err(ApiError::BadRequest(format!(
+            "{} topics requested; at most {max_topics} are allowed per connection",
+            topics.len()
+        )));
+    }
+    let cursor_text = match head.last_event_id.map(std::str::from_utf8) {
+        Some(Ok(text)) if !text.trim().is_empty() => Some(Ok(text.trim().to_owned())),
+        // Bytes that are not text cannot be a herald cursor.
+        Some(Err(_)) => Some(Err(())),
+        _ => query_cursor
+            .or(polyfill_cursor)
+            .filter(|t| !t.is_empty())
+            .map(Ok),
+    };
+    let cursor =
+        cursor_text.map(|text| text.and_then(|t| Cursor::decode(t.trim()).map_err(|_| ())));
+
+    let grant = state.auth.authorize_subscriber(
+        as_text(head.authorization),
+        as_text(head.cookie),
+        access_token.as_deref(),
+        &topics,
+    )?;
+    let expires_at = grant.expires_at.map(|at| {
+        Instant::now()
+            + at.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+    });
+    Ok(Admission {
+        topics,
+        cursor,
+        expires_at,
+    })
+}
+
+fn as_text(value: Option<&[u8]>) -> Option<&str> {
+    value.and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Where one topic of a new stream starts.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// The client's position.
+    From(Position),
+    /// No position: start at the current head.
+    Live,
+    /// An unreadable cursor: resync at the current head.
+    Resync,
+}
+
+enum Refusal {
+    Capacity,
+    Broker(BrokerError),
+}
+
+impl From<BrokerError> for Refusal {
+    fn from(error: BrokerError) -> Self {
+        Refusal::Broker(error)
+    }
+}
+
+/// Opens the stream, or refuses it when the node is draining, full, or
+/// cannot reach its broker.
+pub async fn open(state: &Arc<AppState>, admission: Admission) -> Opened {
+    if state.lifecycle.is_draining() {
+        return Opened::Refused(refuse(state, Some("drain")));
+    }
+    match setup(state, admission).await {
+        Ok(stream) => Opened::Stream(stream),
+        Err(Refusal::Capacity) => Opened::Refused(refuse(state, Some("capacity"))),
+        Err(Refusal::Broker(error)) => {
+            tracing::warn!(error = %crate::error::error_chain(&error), "cannot open stream");
+            Opened::Refused(refuse(state, None))
+        }
+    }
+}
+
+async fn setup(state: &Arc<AppState>, admission: Admission) -> Result<EventStream, Refusal> {
+    let Admission {
+        topics,
+        cursor,
+        expires_at,
+    } = admission;
+    let queue = Arc::new(SubscriberQueue::new(
+        state.settings.limits.client_buffer_events,
+    ));
+    let connection = state
+        .connections
+        .admit(&queue, expires_at)
+        .ok_or(Refusal::Capacity)?;
+
+    let starts: Vec<Start> = topics
+        .iter()
+        .map(|topic| match &cursor {
+            None => Start::Live,
+            Some(Err(())) => Start::Resync,
+            Some(Ok(cursor)) => cursor.position(topic).map_or(Start::Live, Start::From),
+        })
+        .collect();
+    let without_position: Vec<Topic> = topics
+        .iter()
+        .zip(&starts)
+        .filter(|(_, start)| !matches!(start, Start::From(_)))
+        .map(|(topic, _)| topic.clone())
+        .collect();
+    let mut heads = state.broker.heads(&without_position).await?.into_iter();
+
+    let subscription = state.broker.subscribe(&topics, &queue).await?;
+
+    let mut positions = StreamPositions::new(&topics);
+    let mut resync = Vec::new();
+    let mut replay = Vec::new();
+    for (topic, start) in topics.iter().zip(starts) {
+        let from = match start {
+            Start::From(position) => position,
+            Start::Live | Start::Resync => {
+                heads.next().expect("one head per topic without position")
+            }
+        };
+        positions.set(topic, from);
+        if matches!(start, Start::Resync) {
+            resync.push(topic.clone());
+            continue;
+        }
+        match state.broker.resume(topic, from).await? {
+            Resume::Replay(events) => replay.extend(events),
+            Resume::Resync { head } => {
+                positions.set(topic, head);
+                resync.push(topic.clone());
+            }
+        }
+    }
+    if cursor.is_some() {
+        let metrics = &state.metrics;
+        if resync.is_empty() {
+            &metrics.resumes_replayed
+        } else {
+            &metrics.resumes_resync
+        }
+        .inc();
+    }
+
+    let retry = state.settings.server.retry.as_millis() as u64;
+    let mut stream = EventStream::new(
+        Arc::clone(state),
+        queue,
+        positions,
+        subscription,
+        connection,
+    );
+    stream.push_raw(herald_sse::retry(retry));
+    stream.push_raw(herald_sse::comment("herald stream open"));
+    if !resync.is_empty() {
+        stream.push_resync(&resync);
+    }
+    let mut replayed = 0;
+    for event in &replay {
+        replayed += u64::from(stream.push_event(event));
+    }
+    state.metrics.events_delivered.inc_by(replayed);
+    Ok(stream)
+}
+
+/// The body for a stream this node cannot take: a `retry:` jittered between
+/// 1× and 3× the configured one, so refused clients do not come back
+/// together. Callers answer `200` (browsers give up for good on any other
+/// status) and close the connection, so the next attempt may reach another
+/// node. `reason` is counted as a disconnect when given.
+fn refuse(state: &AppState, reason: Option<&'static str>) -> Bytes {
+    if let Some(reason) = reason {
+        state.metrics.disconnected(reason);
+    }
+    let base = state.settings.server.retry;
+    let retry = rand::rng().random_range(base..=base * 3);
+    Bytes::from(format!(
+        "retry: {}\n: node unavailable, retry later\n\n",
+        retry.as_millis()
+    ))
+}
