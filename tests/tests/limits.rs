@@ -47,16 +47,20 @@ async fn read_until_closed(socket: &mut TcpStream, timeout: Duration) -> Option<
     Some(received)
 }
 
-/// The body of a raw HTTP/1.1 response with chunked transfer encoding, as
-/// far as it arrived.
-fn dechunk(response: &[u8]) -> Vec<u8> {
+/// The body of a raw HTTP/1.1 response, as far as it arrived: de-chunked
+/// when the transfer encoding is chunked, else everything up to the close
+/// (a stream has no `Content-Length`).
+fn http_body(response: &[u8]) -> Vec<u8> {
     let head_end = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .expect("a complete response head");
     let head = String::from_utf8_lossy(&response[..head_end]).to_ascii_lowercase();
-    assert!(head.contains("transfer-encoding: chunked"), "{head}");
     let mut rest = &response[head_end + 4..];
+    if !head.contains("transfer-encoding: chunked") {
+        assert!(!head.contains("content-length"), "{head}");
+        return rest.to_vec();
+    }
     let mut body = Vec::new();
     while let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&rest[..line_end]);
@@ -144,7 +148,7 @@ async fn slow_consumer_is_cut_off_and_resumes_from_history_while_a_fast_one_gets
     // What the slow consumer got is a prefix of what was published...
     let mut parser = herald_sse::Parser::new();
     let mut items = Vec::new();
-    parser.feed(&dechunk(&response), &mut items);
+    parser.feed(&http_body(&response), &mut items);
     let got: Vec<herald_sse::Event> = items
         .into_iter()
         .filter_map(|item| match item {
@@ -157,11 +161,14 @@ async fn slow_consumer_is_cut_off_and_resumes_from_history_while_a_fast_one_gets
         assert_eq!(event.id, ids[n], "slow consumer, event {n}");
         assert!(event.data == big_data(n), "slow consumer, event {n}");
     }
-    // ...and reconnecting with its last id gets exactly the rest.
+    // ...and reconnecting with the id of the last complete event it got
+    // (what a browser sends: an event cut off by the close does not count)
+    // gets exactly the rest.
+    let last = &got.last().expect("the slow consumer got some events").id;
     let mut resumed = node
         .subscribe_request()
         .topic("big")
-        .last_event_id(parser.last_event_id())
+        .last_event_id(last)
         .send()
         .await;
     for (n, id) in ids.iter().enumerate().skip(got.len()) {
@@ -185,7 +192,6 @@ async fn slow_consumer_is_cut_off_and_resumes_from_history_while_a_fast_one_gets
 }
 
 #[tokio::test]
-#[ignore = "BUG: a stalled consumer's stream is only closed (and counted) once the client reads again"]
 async fn stalled_consumer_is_closed_and_counted_before_it_reads_anything() {
     let (node, mut slow, _fast, _) = overflow_a_stalled_subscriber().await;
     // Closed by herald itself: a client that never reads again must not

@@ -109,6 +109,7 @@ impl Subscribe {
             parser: Parser::new(),
             ready: VecDeque::new(),
             raw: Vec::new(),
+            last_id: String::new(),
             end: None,
         }
     }
@@ -141,6 +142,11 @@ pub struct SseStream {
     parser: Parser,
     ready: VecDeque<Item>,
     raw: Vec<u8>,
+    // The id of the last event handed to the caller. Not the parser's `id:`
+    // buffer: a browser sends the id of its last dispatched event, so an
+    // event cut off by a closed connection, or parsed but not yet read by
+    // the test, does not count as received.
+    last_id: String,
     end: Option<End>,
 }
 
@@ -180,10 +186,12 @@ impl SseStream {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// The last event id seen, as a reconnecting `EventSource` would send
-    /// it.
+    /// The id of the last event this stream has returned, as a
+    /// reconnecting `EventSource` would send it. Events parsed but not yet
+    /// read do not count, so reconnecting with it after a drop loses
+    /// nothing.
     pub fn last_event_id(&self) -> &str {
-        self.parser.last_event_id()
+        &self.last_id
     }
 
     /// Every byte of the body received so far.
@@ -205,6 +213,9 @@ impl SseStream {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(item) = self.ready.pop_front() {
+                if let Item::Event(event) = &item {
+                    self.last_id.clone_from(&event.id);
+                }
                 return Next::Item(item);
             }
             if self.end.is_some() {
