@@ -68,7 +68,7 @@ pub fn render(reports: &[Report]) -> String {
     let memory = |r: &Report| !label_of(r).contains("redis");
     let flat = series(
         reports,
-        |r| r.scenario == "fanout" && r.rate.is_none() && memory(r),
+        |r| r.scenario == "fanout" && r.rate.is_none() && r.backlog.unwrap_or(32) > 1 && memory(r),
         |r| Some(r.deliveries_per_s),
     );
     let rate = latency_rate(reports);

@@ -236,7 +236,17 @@ async fn publish(plan: PublisherPlan, shared: Arc<Shared>, target: Arc<Target>) 
                 plan.backlog_limit > 0 && shared.outstanding.load(Relaxed) >= plan.backlog_limit;
             let n = if blocked { 0 } else { due.min(room as u64) };
             if n > 0 {
+                let mut written = 0;
                 for _ in 0..n {
+                    // The backlog is re-checked per request: the window
+                    // bounds events owed, not wake-ups.
+                    if written > 0
+                        && plan.backlog_limit > 0
+                        && shared.outstanding.load(Relaxed) >= plan.backlog_limit
+                    {
+                        break;
+                    }
+                    written += 1;
                     let topic = &plan.topics[next_topic % plan.topics.len()];
                     next_topic += 1;
                     let t = topic.index as usize;
@@ -258,8 +268,8 @@ async fn publish(plan: PublisherPlan, shared: Arc<Shared>, target: Arc<Target>) 
                     let owed = shared.topics.live[t].load(Relaxed);
                     shared.outstanding.fetch_add(i64::from(owed), Relaxed);
                 }
-                sent_here += n;
-                totals.published += n;
+                sent_here += written;
+                totals.published += written;
                 if stream.write_all(&wbuf).await.is_err() {
                     fail_inflight(&mut inflight, &shared, &mut totals);
                     totals.errors += 1;

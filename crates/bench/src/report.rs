@@ -67,6 +67,9 @@ pub struct Report {
     pub disconnects: u64,
     /// Publish rate asked for (`null`: flat out).
     pub rate: Option<f64>,
+    /// Flat out: events per topic the publishers let the subscribers owe
+    /// (`--backlog`); `null` at a fixed rate.
+    pub backlog: Option<u64>,
     /// Measurement window, seconds.
     pub window_s: f64,
     /// Payload size, bytes.

@@ -211,6 +211,7 @@ pub fn run(scenario: Scenario, args: &RunArgs) -> Result<Report> {
             (Scenario::Idle, _) | (_, Rate::Max) => None,
             (_, Rate::PerSecond(r)) => Some(r),
         },
+        backlog: (scenario != Scenario::Idle && args.rate == Rate::Max).then_some(args.backlog),
         window_s: round3(measured.window_s),
         payload_bytes: args.payload_bytes,
         published: pubs.published,

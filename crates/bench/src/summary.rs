@@ -49,6 +49,8 @@ pub struct Config {
     pub subs: usize,
     /// Rate in milli-messages per second, or `None` for flat out.
     pub rate_milli: Option<u64>,
+    /// Flat out: the backlog window.
+    pub backlog: Option<u64>,
 }
 
 impl Config {
@@ -64,13 +66,17 @@ impl Config {
             scenario: r.scenario.clone(),
             subs: r.subs,
             rate_milli: r.rate.map(|x| (x * 1000.0).round() as u64),
+            backlog: r.backlog,
         }
     }
 
     fn rate_text(&self) -> String {
         match (self.scenario.as_str(), self.rate_milli) {
             ("idle", _) => "-".to_owned(),
-            (_, None) => "max".to_owned(),
+            (_, None) => match self.backlog {
+                Some(b) => format!("max, window {b}"),
+                None => "max".to_owned(),
+            },
             (_, Some(m)) => format!("{}/s", m as f64 / 1000.0),
         }
     }
@@ -80,51 +86,62 @@ impl Config {
 struct Metric {
     name: &'static str,
     get: fn(&Report) -> Option<f64>,
-    /// Whether a larger value is better (for reading the ratio).
-    higher_is_better: bool,
+    /// Whether a larger value is better; `None`: the ratio is context, not
+    /// a verdict (CPU used, a rate the bench imposed).
+    higher_is_better: Option<bool>,
 }
 
 fn metrics_for(config: &Config) -> Vec<Metric> {
     let deliveries = Metric {
         name: "deliveries/s",
         get: |r| Some(r.deliveries_per_s),
-        higher_is_better: true,
+        higher_is_better: Some(true),
     };
     let publishes = Metric {
         name: "publishes/s",
         get: |r| Some(r.publishes_per_s),
-        higher_is_better: true,
+        higher_is_better: Some(true),
     };
     let p50 = Metric {
         name: "p50 latency ms",
         get: |r| (r.latency_us.count > 0).then(|| r.latency_us.p50 as f64 / 1000.0),
-        higher_is_better: false,
+        higher_is_better: Some(false),
     };
     let p99 = Metric {
         name: "p99 latency ms",
         get: |r| (r.latency_us.count > 0).then(|| r.latency_us.p99 as f64 / 1000.0),
-        higher_is_better: false,
+        higher_is_better: Some(false),
     };
     let cores = Metric {
         name: "server CPU cores",
         get: |r| Some(r.server.cpu_cores),
-        higher_is_better: false,
+        higher_is_better: None,
     };
     let bench = Metric {
         name: "bench CPU cores",
         get: |r| Some(r.bench.cpu_cores),
-        higher_is_better: false,
+        higher_is_better: None,
+    };
+    let per_cpu = Metric {
+        name: "deliveries per server CPU-second",
+        get: |r| (r.server.cpu_cores > 0.0).then(|| r.deliveries_per_s / r.server.cpu_cores),
+        higher_is_better: Some(true),
+    };
+    let fixed_rate = Metric {
+        name: "publishes/s",
+        get: |r| Some(r.publishes_per_s),
+        higher_is_better: None,
     };
     match (config.scenario.as_str(), config.rate_milli) {
         ("idle", _) => vec![Metric {
             name: "RSS bytes/conn",
             get: |r| r.rss_per_conn_bytes,
-            higher_is_better: false,
+            higher_is_better: Some(false),
         }],
-        ("fanout", None) => vec![deliveries, p99, cores, bench],
+        ("fanout", None) => vec![deliveries, p99, cores, per_cpu, bench],
         ("fanout", Some(_)) => vec![p50, p99, cores],
-        (_, None) => vec![publishes, p99, cores, bench],
-        _ => vec![p50, p99, publishes, cores],
+        (_, None) => vec![publishes, p99, cores, per_cpu, bench],
+        _ => vec![p50, p99, fixed_rate, cores],
     }
 }
 
@@ -223,14 +240,11 @@ pub fn markdown(reports: &[Report]) -> String {
                     values.get(herald).copied().flatten(),
                     values.get(nchan).copied().flatten(),
                 ) {
-                    (Some(h), Some(n)) if n > 0.0 => {
-                        let mark = if (h >= n) == metric.higher_is_better {
-                            ""
-                        } else {
-                            " ✗"
-                        };
-                        format!("**{:.2}×**{mark}", h / n)
-                    }
+                    (Some(h), Some(n)) if n > 0.0 => match metric.higher_is_better {
+                        None => format!("{:.2}×", h / n),
+                        Some(better) if (h >= n) == better => format!("**{:.2}×**", h / n),
+                        Some(_) => format!("**{:.2}×** ✗", h / n),
+                    },
                     _ => "-".to_owned(),
                 };
                 let _ = writeln!(out, " {ratio} |");
