@@ -31,8 +31,15 @@ async fn sigterm_drains_open_streams_within_drain_timeout_and_exits_zero() {
         .start()
         .await;
     let mut streams = Vec::new();
-    for _ in 0..4 {
-        let mut stream = node.subscribe(&["d"]).await;
+    for n in 0..4 {
+        // Half on new connections, half on reused keep-alive ones: herald
+        // serves them on different paths and must drain both.
+        let mut stream = if n % 2 == 0 {
+            node.subscribe(&["d"]).await
+        } else {
+            let client = node.client_with_idle_connection().await;
+            node.subscribe_request().topic("d").send_on(&client).await
+        };
         assert_eq!(stream.next_item(TIMEOUT).await, Item::Retry(1000));
         streams.push(stream);
     }

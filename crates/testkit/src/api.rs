@@ -72,6 +72,26 @@ impl Api {
         }
     }
 
+    /// A client for the node at `base` that opens a new connection for
+    /// every request, never reusing one.
+    pub fn without_keep_alive(base: &str) -> Self {
+        let client = Client::builder()
+            .timeout(TIMEOUT)
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("a plain HTTP client builds");
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            client,
+        }
+    }
+
+    /// The underlying HTTP client, whose idle connections later requests
+    /// (and [`crate::Subscribe::send_on`]) may reuse.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The base URL.
     pub fn base(&self) -> &str {
         &self.base

@@ -27,6 +27,7 @@ mod node;
 mod node_builder;
 mod port;
 mod prometheus;
+mod raw;
 mod redis;
 mod resp;
 mod sse;

@@ -96,6 +96,30 @@ impl Node {
         Subscribe::new(&self.url)
     }
 
+    /// An HTTP client holding one idle keep-alive connection to this node
+    /// (it has served `GET /healthz`), so that the client's next request
+    /// reuses a connection instead of opening one. Pass it to
+    /// [`Subscribe::send_on`] to test streams on reused connections.
+    ///
+    /// # Panics
+    ///
+    /// When the node does not answer `200`.
+    pub async fn client_with_idle_connection(&self) -> reqwest::Client {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .expect("a plain HTTP client builds");
+        let response = client
+            .get(format!("{}/healthz", self.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /healthz on {}: {e}", self.url));
+        assert_eq!(response.status(), 200, "GET /healthz on {}", self.url);
+        // Reading the body to its end returns the connection to the pool.
+        response.bytes().await.expect("reading /healthz");
+        client
+    }
+
     /// Opens a stream on `topics`.
     ///
     /// # Panics

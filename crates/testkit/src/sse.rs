@@ -5,17 +5,17 @@
 //! message instead of hanging it. Everything received is also kept as raw
 //! bytes, for tests about the exact wire format.
 
-use std::{collections::VecDeque, pin::Pin, time::Duration};
+use std::{collections::VecDeque, net::SocketAddr, time::Duration};
 
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::{StreamExt, TryStreamExt};
 use herald_sse::{Event, Item, Parser};
 use reqwest::{header::HeaderMap, Client, StatusCode, Url};
 use tokio::time::Instant;
 
-use crate::TIMEOUT;
-
-type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+use crate::{
+    raw::{self, BodyStream},
+    TIMEOUT,
+};
 
 /// A subscribe request being put together: topics, resume points, headers.
 #[derive(Debug, Clone)]
@@ -85,14 +85,26 @@ impl Subscribe {
     /// When the node cannot be reached or sends no headers within
     /// [`TIMEOUT`].
     pub async fn send(self) -> SseStream {
-        let url = self.url();
-        // One client (and so one connection) per stream: streams must not
-        // share or reuse connections, or closing one would affect another.
+        // One client (and so one new connection) per stream: streams must
+        // not share or reuse connections, or closing one would affect
+        // another.
         let client = Client::builder()
             .connect_timeout(TIMEOUT)
             .pool_max_idle_per_host(0)
             .build()
             .expect("a plain HTTP client builds");
+        self.send_on(&client).await
+    }
+
+    /// Sends the request with `client`, which may reuse one of its idle
+    /// keep-alive connections (a stream requested on a connection that
+    /// already served other requests).
+    ///
+    /// # Panics
+    ///
+    /// As [`Subscribe::send`].
+    pub async fn send_on(self, client: &Client) -> SseStream {
+        let url = self.url();
         let mut request = client.get(url.clone());
         for (name, value) in &self.headers {
             request = request.header(name, value);
@@ -101,17 +113,10 @@ impl Subscribe {
             .await
             .unwrap_or_else(|_| panic!("no response headers from {url} within {TIMEOUT:?}"))
             .unwrap_or_else(|e| panic!("subscribe to {url} failed: {e}"));
-        SseStream {
-            url: url.to_string(),
-            status: response.status(),
-            headers: response.headers().clone(),
-            body: Box::pin(response.bytes_stream()),
-            parser: Parser::new(),
-            ready: VecDeque::new(),
-            raw: Vec::new(),
-            last_id: String::new(),
-            end: None,
-        }
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes_stream().map_err(|e| e.to_string());
+        SseStream::new(url.to_string(), status, headers, Box::pin(body))
     }
 }
 
@@ -138,7 +143,7 @@ pub struct SseStream {
     url: String,
     status: StatusCode,
     headers: HeaderMap,
-    body: Body,
+    body: BodyStream,
     parser: Parser,
     ready: VecDeque<Item>,
     raw: Vec<u8>,
@@ -162,6 +167,34 @@ impl std::fmt::Debug for SseStream {
 }
 
 impl SseStream {
+    fn new(url: String, status: StatusCode, headers: HeaderMap, body: BodyStream) -> Self {
+        Self {
+            url,
+            status,
+            headers,
+            body,
+            parser: Parser::new(),
+            ready: VecDeque::new(),
+            raw: Vec::new(),
+            last_id: String::new(),
+            end: None,
+        }
+    }
+
+    /// Sends a request as exact bytes over a new TCP connection to `addr`,
+    /// each of `parts` in its own packet, and reads the response as a
+    /// stream. For requests reqwest would not send as they are: header
+    /// spelling, heads split mid-line, HTTP/1.0.
+    ///
+    /// # Panics
+    ///
+    /// When the connection fails or no response head arrives within
+    /// [`TIMEOUT`].
+    pub async fn send_raw(addr: SocketAddr, parts: &[&[u8]]) -> Self {
+        let (status, headers, body) = raw::send(addr, parts).await;
+        Self::new(format!("raw request to {addr}"), status, headers, body)
+    }
+
     /// Opens a stream on `topics` of the node at `base`.
     ///
     /// # Panics
@@ -225,7 +258,7 @@ impl SseStream {
             match tokio::time::timeout_at(deadline, self.body.next()).await {
                 Err(_) => return Next::TimedOut,
                 Ok(None) => self.end = Some(End::Eof),
-                Ok(Some(Err(error))) => self.end = Some(End::Error(error.to_string())),
+                Ok(Some(Err(error))) => self.end = Some(End::Error(error)),
                 Ok(Some(Ok(chunk))) => {
                     self.raw.extend_from_slice(&chunk);
                     let mut items = Vec::new();
