@@ -5,14 +5,17 @@
 //! `redis-server`; nothing is mocked. Every wait is a poll on a condition
 //! with a deadline, never a fixed sleep, so tests are as fast as the system
 //! under test and fail with a message (and a log file path) instead of
-//! hanging.
+//! hanging. (The one pause is between the parts of a deliberately split raw
+//! request, to shape the traffic, not to wait for anything.)
 //!
 //! - [`Node`] / [`NodeBuilder`]: `herald serve` on `127.0.0.1:0` in a
 //!   temporary working directory, its stderr copied to
 //!   `target/test-logs/`, ready once `/readyz` answers `200`.
 //! - [`RedisServer`]: `redis-server` on a free port in a temporary directory.
 //! - [`SseStream`] / [`Subscribe`]: an SSE client over reqwest streaming
-//!   that parses with [`herald_sse::Parser`].
+//!   that parses with [`herald_sse::Parser`]; on a new connection, on a
+//!   reused keep-alive one ([`Node::client_with_idle_connection`]), or as
+//!   exact request bytes over raw TCP ([`SseStream::send_raw`]).
 //! - [`Api`] / [`Reply`]: publish and query helpers returning status,
 //!   headers and JSON body.
 //! - [`Exposition`]: a strict parser of the Prometheus text format.
