@@ -84,29 +84,24 @@ pub fn render(reports: &[Report]) -> String {
 <rect width="100%" height="100%" fill="white"/>
 "#
     );
+    // One color per label across both panels and the legend.
+    let mut seen: Vec<&(u8, String)> = flat.keys().chain(latency.keys()).collect();
+    seen.sort();
+    seen.dedup();
     panel(
         &mut svg,
         70.0,
         50.0,
-        "Fan-out flat out: deliveries/s (higher is better)",
+        "Fan-out flat out (window 32): deliveries/s (higher is better)",
         &flat,
         false,
+        &seen,
     );
     let title = match rate {
         Some(r) => format!("Fan-out at {r} msg/s: p99 latency, ms (lower is better)"),
         None => "Fan-out at a fixed rate: p99 latency, ms".to_owned(),
     };
-    panel(&mut svg, 550.0, 50.0, &title, &latency, true);
-    // Legend.
-    let labels: Vec<&(u8, String)> = flat.keys().chain(latency.keys()).collect();
-    let mut seen = Vec::new();
-    for key in labels {
-        if seen.contains(&key) {
-            continue;
-        }
-        seen.push(key);
-    }
-    seen.sort();
+    panel(&mut svg, 530.0, 50.0, &title, &latency, true, &seen);
     for (i, key) in seen.iter().enumerate() {
         let x = 70.0 + i as f64 * 140.0;
         let color = color_for(key, &seen);
@@ -127,7 +122,15 @@ fn color_for(key: &(u8, String), all: &[&(u8, String)]) -> &'static str {
     COLORS[i % COLORS.len()]
 }
 
-fn panel(svg: &mut String, x0: f64, y0: f64, title: &str, data: &Series, log_y: bool) {
+fn panel(
+    svg: &mut String,
+    x0: f64,
+    y0: f64,
+    title: &str,
+    data: &Series,
+    log_y: bool,
+    all: &[&(u8, String)],
+) {
     let _ = writeln!(
         svg,
         r#"<text x="{x0}" y="{}" font-size="13" font-weight="bold">{}</text>"#,
@@ -207,11 +210,8 @@ fn panel(svg: &mut String, x0: f64, y0: f64, title: &str, data: &Series, log_y: 
             short(v)
         );
     }
-    let keys: Vec<&(u8, String)> = data.keys().collect();
-    let mut all = keys.clone();
-    all.sort();
     for (key, pts) in data {
-        let color = color_for(key, &all);
+        let color = color_for(key, all);
         let path: Vec<String> = pts
             .iter()
             .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
