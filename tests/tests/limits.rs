@@ -249,7 +249,7 @@ async fn stalled_consumer_is_closed_and_counted_before_it_reads_anything() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: on a reused keep-alive connection (the actix path) a stalled consumer is only closed and counted once it reads again"]
+
 async fn stalled_consumer_on_a_reused_connection_is_closed_and_counted_before_it_reads_anything() {
     assert_stalled_consumer_closed_before_it_reads(Connection::Reused).await;
 }

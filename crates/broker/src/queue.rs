@@ -77,7 +77,7 @@ pub struct SubscriberQueue {
     state: Mutex<State>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     events: VecDeque<Arc<SharedEvent>>,
     waker: Option<Waker>,
@@ -85,6 +85,20 @@ struct State {
     heartbeat: bool,
     // Something was taken since the last heartbeat tick.
     active: bool,
+    closer: Option<Closer>,
+}
+
+/// Run once when the queue closes.
+type Closer = Box<dyn FnOnce() + Send>;
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("events", &self.events.len())
+            .field("closed", &self.closed)
+            .field("heartbeat", &self.heartbeat)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SubscriberQueue {
@@ -122,6 +136,20 @@ impl SubscriberQueue {
             state.closed = Some(reason);
             state.events = VecDeque::new();
             wake(state);
+        }
+    }
+
+    /// Registers `closer` to run once, right after the queue closes (or at
+    /// once if it already has). For writers that may not be polled while
+    /// their socket is full and so need another way to learn the stream is
+    /// over.
+    pub fn on_close(&self, closer: impl FnOnce() + Send + 'static) {
+        let mut state = self.state.lock();
+        if state.closed.is_some() {
+            drop(state);
+            closer();
+        } else {
+            state.closer = Some(Box::new(closer));
         }
     }
 
@@ -194,13 +222,22 @@ impl SubscriberQueue {
     }
 }
 
-/// Wakes the writer after the lock is released: waking can run scheduler
-/// code, which has no business inside the critical section.
+/// Wakes the writer (and runs the closer of a closed queue) after the lock
+/// is released: both can run arbitrary code, which has no business inside
+/// the critical section.
 fn wake(mut state: parking_lot::MutexGuard<'_, State>) {
     let waker = state.waker.take();
+    let closer = if state.closed.is_some() {
+        state.closer.take()
+    } else {
+        None
+    };
     drop(state);
     if let Some(waker) = waker {
         waker.wake();
+    }
+    if let Some(closer) = closer {
+        closer();
     }
 }
 
@@ -264,6 +301,27 @@ mod tests {
             panic!("expected a heartbeat")
         };
         assert!(batch.heartbeat && batch.events.is_empty());
+    }
+
+    #[test]
+    fn the_closer_runs_once_when_the_queue_closes() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let runs = Arc::new(AtomicUsize::new(0));
+        let queue = SubscriberQueue::new(1);
+        let counter = Arc::clone(&runs);
+        queue.on_close(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        queue.push(&event(1));
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        queue.push(&event(2));
+        queue.close(CloseReason::Drain);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        let late = Arc::clone(&runs);
+        queue.on_close(move || {
+            late.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod native;
 pub mod positions;
 pub mod routes;
 pub mod server;
+pub mod socket;
 pub mod state;
 pub mod stream;
 pub mod subscribe;

@@ -64,6 +64,12 @@ impl EventStream {
         }
     }
 
+    /// Runs `closer` once herald closes this stream (see
+    /// [`SubscriberQueue::on_close`]).
+    pub fn on_close(&self, closer: impl FnOnce() + Send + 'static) {
+        self.queue.on_close(closer);
+    }
+
     /// Queues raw bytes (the opening `retry:` line and comment).
     pub fn push_raw(&mut self, bytes: Bytes) {
         self.pending.push_back(bytes);

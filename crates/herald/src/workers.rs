@@ -12,7 +12,9 @@ use actix_service::{map_config, Service, ServiceFactory};
 use actix_web::{dev::AppConfig, web};
 use tokio::{net::TcpStream, sync::mpsc};
 
-use crate::{app, native::Handoff, native::REQUEST_HEAD_TIMEOUT, state::AppState};
+use crate::{
+    app, native::Handoff, native::REQUEST_HEAD_TIMEOUT, socket::ConnectionFd, state::AppState,
+};
 
 /// Idle keep-alive connections are closed after this long.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
@@ -72,6 +74,9 @@ async fn serve(
         // A client closing its side ends its stream at once; otherwise an
         // idle stream would linger until a write fails.
         .h1_allow_half_closed(false)
+        .on_connect_ext(|socket: &TcpStream, data: &mut actix_http::Extensions| {
+            data.insert(ConnectionFd::of(socket));
+        })
         .finish(map_config(app::build(web::Data::from(state)), |()| {
             AppConfig::default()
         }))

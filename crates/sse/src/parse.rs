@@ -37,6 +37,7 @@ pub struct Parser {
     has_data: bool,
     event: String,
     last_id: String,
+    dispatched_id: String,
 }
 
 impl Parser {
@@ -66,9 +67,11 @@ impl Parser {
         self.scan(chunk, out);
     }
 
-    /// The last event id seen so far, as a reconnecting client would send it.
+    /// The last event id as of the last completed block, which is what a
+    /// reconnecting browser sends: an `id:` whose block was cut off by a
+    /// closed connection does not count.
     pub fn last_event_id(&self) -> &str {
-        &self.last_id
+        &self.dispatched_id
     }
 
     fn scan(&mut self, bytes: &[u8], out: &mut Vec<Item>) {
@@ -133,6 +136,7 @@ impl Parser {
     }
 
     fn dispatch(&mut self, out: &mut Vec<Item>) {
+        self.dispatched_id.clone_from(&self.last_id);
         let event = std::mem::take(&mut self.event);
         if !self.has_data {
             return;
@@ -203,6 +207,14 @@ mod tests {
         parser.feed(b"id: 7\nevent: x\n\ndata: y\n\n", &mut out);
         assert_eq!(out, vec![event("7", "message", "y")]);
         assert_eq!(parser.last_event_id(), "7");
+    }
+
+    #[test]
+    fn an_id_of_an_unfinished_block_is_not_the_last_event_id() {
+        let mut parser = Parser::new();
+        let mut out = Vec::new();
+        parser.feed(b"id: 1\ndata: a\n\nid: 2\ndata: b\n", &mut out);
+        assert_eq!(parser.last_event_id(), "1");
     }
 
     #[test]

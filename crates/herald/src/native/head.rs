@@ -12,8 +12,10 @@ use crate::error::{ApiError, PROBLEM_JSON};
 
 /// Time a client has to send its request head; bounds slowloris clients.
 pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest request head accepted (tokens and cookies included).
-pub(super) const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Largest request head accepted. The largest valid subscribe request
+/// (64 topics of 200 bytes, percent-encoded as browsers do) is about 40 KB
+/// before its cursor, token and cookies.
+pub(super) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most headers accepted in one request.
 pub(super) const MAX_HEADERS: usize = 64;
 
@@ -35,7 +37,7 @@ pub(super) async fn read(socket: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
             return Err(HeadError::TooLarge);
         }
         let searched = buf.len().saturating_sub(3);
-        buf.reserve(1024.min(MAX_HEAD_BYTES - buf.len()));
+        buf.reserve(4096.min(MAX_HEAD_BYTES - buf.len()));
         match socket.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return Err(HeadError::Closed),
             Ok(_) => {}

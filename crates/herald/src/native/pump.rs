@@ -73,10 +73,7 @@ type Prepared = (Admission, CorsHeaders);
 
 /// Parses the head and admits the request. Synchronous, so the parser's
 /// scratch space never becomes part of a long-lived task.
-fn prepare(
-    state: &AppState,
-    head: &[u8],
-) -> Result<Prepared, (ApiError, CorsHeaders)> {
+fn prepare(state: &AppState, head: &[u8]) -> Result<Prepared, (ApiError, CorsHeaders)> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(head) {

@@ -8,6 +8,7 @@ use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use crate::{
     error::ApiError,
     routes::method_not_allowed,
+    socket,
     state::AppState,
     subscribe::{self, Opened, SubscribeHead, STREAM_HEADERS},
 };
@@ -39,7 +40,14 @@ async fn handle(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
     response.force_close();
     Ok(
         match subscribe::open(&state.into_inner(), admission).await {
-            Opened::Stream(stream) => response.streaming(stream),
+            Opened::Stream(stream) => {
+                // See `crate::socket`: how a stream actix stopped polling is
+                // still closed when herald closes it.
+                if let Some(socket) = socket::duplicate(&req) {
+                    stream.on_close(move || socket::shutdown(&socket));
+                }
+                response.streaming(stream)
+            }
             Opened::Refused(body) => response.body(body),
         },
     )
