@@ -8,6 +8,7 @@ import hashlib
 import re
 from pathlib import Path
 
+from .herald_config import documented_keys, env_key
 from .loading import load_toml_text, load_yaml, parse_duration
 from .report import Report
 
@@ -86,6 +87,10 @@ def check(root: Path, report: Report) -> dict | None:
                  "gateway HERALD__REDIS__URL must point at the redis service")
     report.check(env.get("HERALD__LOG__FORMAT") == "json", AREA, "gateway should log json")
     report.check(env.get("HERALD__SERVER__BIND") == "0.0.0.0:8080", AREA, "gateway must bind 0.0.0.0:8080")
+    known = documented_keys(root, report)
+    for name in env:
+        key = env_key(name)
+        report.check(key is None or key in known, AREA, f"gateway sets {name}, but config/herald.toml has no {key}")
     nofile = ((gateway.get("ulimits") or {}).get("nofile") or {})
     hard = nofile.get("hard", nofile) if isinstance(nofile, dict) else nofile
     report.check(isinstance(hard, int) and hard >= 65536, AREA, "gateway needs a high nofile ulimit (>= 65536)")

@@ -7,21 +7,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .herald_config import documented_keys, env_key, keys
 from .loading import load_toml_text, load_yaml, parse_duration
 from .report import Report
 
 DIR = "deploy/k8s"
-
-
-def keys(table: dict, prefix: str = "") -> set[str]:
-    """Dotted keys of a TOML table: {"server.bind", ...}."""
-    found = set()
-    for key, value in table.items():
-        if isinstance(value, dict):
-            found |= keys(value, f"{prefix}{key}.")
-        else:
-            found.add(f"{prefix}{key}")
-    return found
 
 
 def check(root: Path, report: Report, image_facts: dict) -> None:
@@ -82,11 +72,14 @@ def check(root: Path, report: Report, image_facts: dict) -> None:
     settings = {}
     if report.check(toml_text is not None, f"{DIR}/configmap.yaml", "no herald.toml key"):
         settings = load_toml_text(report, f"{DIR}/configmap.yaml herald.toml", toml_text) or {}
-        shipped = load_toml_text(report, "config/herald.toml", (root / "config/herald.toml").read_text()) or {}
-        unknown = keys(settings) - keys(shipped)
+        unknown = keys(settings) - documented_keys(root, report)
         report.check(not unknown, f"{DIR}/configmap.yaml", f"keys not in config/herald.toml: {sorted(unknown)}")
         report.check(settings.get("server", {}).get("bind", "").startswith("0.0.0.0:"), f"{DIR}/configmap.yaml",
                      "server.bind must listen on all interfaces in a pod")
+    known = documented_keys(root, report)
+    for env in container.get("env", []):
+        key = env_key(env.get("name", ""))
+        report.check(key is None or key in known, area, f"sets {env.get('name')}, but config/herald.toml has no {key}")
     mount = next((m for m in container.get("volumeMounts", []) if m.get("name") == "config"), None)
     workdir = image_facts.get("workdir", "/app").rstrip("/")
     report.check(mount is not None and mount.get("mountPath") == f"{workdir}/config", area,
