@@ -34,6 +34,7 @@ pub fn build(
         .configure(routes::publish::configure)
         .configure(routes::topics::configure)
         .configure(routes::health::configure)
+        .configure(routes::openapi::configure)
         .configure(|cfg| {
             if demo {
                 routes::demo::configure(cfg);

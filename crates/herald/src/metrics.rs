@@ -14,7 +14,7 @@ use prometheus::{
 };
 
 /// Routes with their own `route` label; anything else is `other`.
-pub const ROUTES: [&str; 9] = [
+pub const ROUTES: [&str; 10] = [
     "/v1/events",
     "/v1/publish",
     "/v1/publish/batch",
@@ -22,6 +22,7 @@ pub const ROUTES: [&str; 9] = [
     "/healthz",
     "/readyz",
     "/metrics",
+    "/openapi.yaml",
     "/",
     "other",
 ];

@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod events;
 pub mod health;
+pub mod openapi;
 pub mod publish;
 pub mod topics;
 
