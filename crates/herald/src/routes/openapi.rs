@@ -17,5 +17,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn spec() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/yaml").body(SPEC)
+    HttpResponse::Ok()
+        .content_type("application/yaml")
+        .body(SPEC)
 }

@@ -12,7 +12,10 @@ use futures_util::StreamExt;
 use herald_broker::{cursor, Message, Receipt};
 use serde_json::{json, Map, Value};
 
-use crate::{auth::Auth, error::ApiError, ingest, routes::method_not_allowed, state::AppState};
+use crate::{
+    auth::Auth, config::Limits, error::ApiError, ingest, routes::method_not_allowed,
+    state::AppState,
+};
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -33,12 +36,10 @@ async fn publish(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let started = Instant::now();
-    let grant = state.auth.authenticate_publisher(&req)?;
-    let body = read_body(&req, payload, state.settings.limits.max_request_bytes).await?;
-    let message = ingest::parse_publish(&body, &state.settings.limits)?;
-    Auth::authorize_publish(&grant, message.target.topics().iter())?;
-    let receipts = store(&state, vec![message], started).await?;
+    let receipts = ingest_request(&req, payload, &state, |body, limits| {
+        ingest::parse_publish(body, limits).map(|message| vec![message])
+    })
+    .await?;
     Ok(accepted(receipt_json(&receipts[0])))
 }
 
@@ -47,21 +48,24 @@ async fn publish_batch(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let started = Instant::now();
-    let grant = state.auth.authenticate_publisher(&req)?;
-    let body = read_body(&req, payload, state.settings.limits.max_request_bytes).await?;
-    let messages = ingest::parse_batch(&body, &state.settings.limits)?;
-    Auth::authorize_publish(&grant, messages.iter().flat_map(|m| m.target.topics()))?;
-    let receipts = store(&state, messages, started).await?;
+    let receipts = ingest_request(&req, payload, &state, ingest::parse_batch).await?;
     let results: Vec<Value> = receipts.iter().map(receipt_json).collect();
     Ok(accepted(json!({ "results": results })))
 }
 
-async fn store(
+/// The steps of every publish: authenticate before reading the body, parse
+/// and validate all of it, check the grant covers every topic, then store.
+async fn ingest_request(
+    req: &HttpRequest,
+    payload: web::Payload,
     state: &AppState,
-    messages: Vec<Message>,
-    started: Instant,
+    parse: impl FnOnce(&[u8], &Limits) -> Result<Vec<Message>, ApiError>,
 ) -> Result<Vec<Receipt>, ApiError> {
+    let started = Instant::now();
+    let grant = state.auth.authenticate_publisher(req)?;
+    let body = read_body(req, payload, state.settings.limits.max_request_bytes).await?;
+    let messages = parse(&body, &state.settings.limits)?;
+    Auth::authorize_publish(&grant, messages.iter().flat_map(|m| m.target.topics()))?;
     let events: usize = messages.iter().map(|m| m.target.topics().len()).sum();
     let receipts = state.broker.publish(messages).await?;
     state
