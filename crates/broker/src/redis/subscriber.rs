@@ -65,7 +65,7 @@ enum SessionEnd {
     Broker(#[from] BrokerError),
     #[error("the connection closed")]
     Closed,
-    #[error("PING timed out")]
+    #[error("redis did not answer in time")]
     PingTimeout,
 }
 
@@ -157,7 +157,7 @@ impl Subscriber {
         }
         for chunk in leave.chunks(CHUNK) {
             let channels: Vec<String> = chunk.iter().map(keys::channel).collect();
-            sink.unsubscribe(channels).await?;
+            bounded(sink.unsubscribe(channels)).await?;
             for topic in chunk {
                 self.last.remove(topic);
             }
@@ -180,7 +180,7 @@ impl Subscriber {
                 .collect();
             let heads = super::read_heads(&self.pool, &fresh).await?;
             let channels: Vec<String> = chunk.iter().map(keys::channel).collect();
-            sink.subscribe(channels).await?;
+            bounded(sink.subscribe(channels)).await?;
             self.last.extend(fresh.into_iter().zip(heads));
             self.live.activate(chunk.iter().cloned());
         }
@@ -267,6 +267,15 @@ impl Subscriber {
         *last = event.position;
         self.registry.dispatch(&event);
     }
+}
+
+/// A subscription change that Redis must confirm within [`COMMAND_TIMEOUT`];
+/// past it the connection is treated as dead and rebuilt.
+async fn bounded(
+    change: impl std::future::Future<Output = redis::RedisResult<()>>,
+) -> Result<(), SessionEnd> {
+    tokio::time::timeout(COMMAND_TIMEOUT, change).await.map_err(|_| SessionEnd::PingTimeout)??;
+    Ok(())
 }
 
 fn next(values: &mut impl Iterator<Item = redis::Value>) -> Result<redis::Value, BrokerError> {
