@@ -65,6 +65,28 @@ def ignored(patterns, path: str) -> bool:
     return result
 
 
+EMBED = re.compile(r'include_(?:str|bytes)!\(\s*"([^"]+)"\s*\)')
+
+
+def embedded_files(root: Path) -> list[str]:
+    """Repository paths of files that tracked Rust sources embed at compile time."""
+    sources = subprocess.run(["git", "ls-files", "--", "*.rs"], cwd=root,
+                             capture_output=True, text=True, check=False).stdout.split()
+    found = set()
+    for source in sources:
+        try:
+            text = (root / source).read_text()
+        except OSError:
+            continue
+        for target in EMBED.findall(text):
+            resolved = ((root / source).parent / target).resolve()
+            try:
+                found.add(str(resolved.relative_to(root.resolve())))
+            except ValueError:
+                found.add(str(resolved))
+    return sorted(found)
+
+
 def stages(commands) -> list[list]:
     result: list[list] = []
     for command in commands:
@@ -127,10 +149,18 @@ def check(root: Path, report: Report) -> dict:
     # Every workspace member must be in the build context copy.
     copies = [c for c in builder if c.cmd.upper() == "COPY" and not any(f.startswith("--from") for f in c.flags)]
     copied = [src.rstrip("/") for c in copies for src in c.value[:-1]]
+    copied_extra: list[str] = []
     workspace = tomllib.loads((root / "Cargo.toml").read_text())["workspace"]
     for member in workspace.get("members", []):
         report.check(any(member == src or member.startswith(src + "/") for src in copied), AREA,
                      f"workspace member {member} is not copied into the builder; cargo cannot load the workspace")
+
+    # Files the Rust code embeds at compile time (include_str!, include_bytes!)
+    # can sit outside the copied directories (openapi.yaml at the root).
+    for embedded in embedded_files(root):
+        report.check(any(embedded == src or embedded.startswith(src + "/") for src in copied), AREA,
+                     f"{embedded} is embedded by include_str!/include_bytes! but not copied into the builder")
+        copied_extra.append(embedded)
 
     # Nothing the build copies may be dropped by the ignore file.
     ignore_file = root / "deploy/Dockerfile.dockerignore"
@@ -139,7 +169,7 @@ def check(root: Path, report: Report) -> dict:
         report.check(ignored(patterns, "target/debug/herald"), "deploy/Dockerfile.dockerignore", "must exclude target/")
         runtime_copies = [src for c in runtime if c.cmd.upper() == "COPY"
                           and not any(f.startswith("--from") for f in c.flags) for src in c.value[:-1]]
-        sources = copied + runtime_copies
+        sources = copied + runtime_copies + copied_extra
         tracked = subprocess.run(["git", "ls-files", "--", *sources], cwd=root,
                                  capture_output=True, text=True, check=False).stdout.split()
         for src in sources:
