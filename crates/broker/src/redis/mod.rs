@@ -91,6 +91,9 @@ impl RedisBroker {
         registry_metrics: RegistryMetrics,
         metrics: BrokerMetrics,
     ) -> Result<Self, BrokerError> {
+        // `rediss://` URLs use rustls; its process-wide crypto provider is
+        // chosen here, once (a second install is a harmless no-op).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = redis::Client::open(url).map_err(|e| BrokerError::Protocol(e.to_string()))?;
         let pool = deadpool_redis::Config::from_url(url)
             .builder()
