@@ -1,8 +1,10 @@
-//! Reading a topic's history out of Redis.
+//! Reading topics' history out of Redis.
 //!
-//! The window (epoch, first and last sequence numbers) and the entries after
-//! a position are read in one `MULTI` block, so trimming between the two
-//! reads cannot open an unnoticed gap.
+//! A read is one `MULTI` block: the current incarnation first, then each
+//! topic's window (epoch, first and last sequence numbers) and, when asked,
+//! the entries after a position. One block means trimming between the reads
+//! cannot open an unnoticed gap, and a history from another incarnation (see
+//! `keys::INCARNATION`) reads as no history at all.
 
 use std::sync::Arc;
 
@@ -18,103 +20,164 @@ pub(crate) struct HistorySlice {
     pub(crate) events: Vec<Arc<SharedEvent>>,
 }
 
-/// Adds the commands reading `topic`'s window and events after `after` to
-/// `pipe`: three replies, decoded by [`decode`].
-pub(crate) fn read_after(pipe: &mut redis::Pipeline, topic: &Topic, after: u64, max: usize) {
-    let events = keys::events(topic);
-    pipe.cmd("HMGET")
-        .arg(keys::meta(topic))
-        .arg("epoch")
-        .arg("seq");
-    pipe.cmd("XRANGE")
-        .arg(&events)
-        .arg("-")
-        .arg("+")
-        .arg("COUNT")
-        .arg(1);
-    pipe.cmd("XRANGE")
-        .arg(&events)
-        .arg(format!("{}-0", after + 1))
-        .arg("+")
-        .arg("COUNT")
-        .arg(max);
+/// Builds a history read; add topics with [`HistoryRead::window`] and
+/// [`HistoryRead::after`], run it, and decode the replies in the same order
+/// with [`Replies`].
+#[derive(Debug)]
+pub(crate) struct HistoryRead {
+    pipe: redis::Pipeline,
 }
 
-/// Adds the commands reading `topic`'s window (no events) to `pipe`: two
-/// replies, decoded by [`decode_window`].
-pub(crate) fn read_window(pipe: &mut redis::Pipeline, topic: &Topic) {
-    pipe.cmd("HMGET")
-        .arg(keys::meta(topic))
-        .arg("epoch")
-        .arg("seq");
-    pipe.cmd("XRANGE")
-        .arg(keys::events(topic))
-        .arg("-")
-        .arg("+")
-        .arg("COUNT")
-        .arg(1);
-}
-
-/// Decodes the window from the first two replies of [`read_after`] or
-/// [`read_window`].
-pub(crate) fn decode_window(meta: Value, first: Value) -> Result<HistoryWindow, BrokerError> {
-    let (epoch, last): (Option<u32>, Option<u64>) =
-        redis::from_redis_value(meta).map_err(protocol)?;
-    let first: StreamRangeReply = redis::from_redis_value(first).map_err(protocol)?;
-    let first_seq = first
-        .ids
-        .first()
-        .map(|entry| seq_of(&entry.id))
-        .transpose()?;
-    Ok(match (epoch, last, first_seq) {
-        (Some(epoch), Some(last), Some(first)) if epoch != 0 => {
-            HistoryWindow { epoch, first, last }
-        }
-        // No epoch, or an epoch whose stream is gone: no usable history.
-        _ => HistoryWindow::NONE,
-    })
-}
-
-/// Decodes the three replies of [`read_after`].
-pub(crate) fn decode(topic: &Topic, replies: [Value; 3]) -> Result<HistorySlice, BrokerError> {
-    let [meta, first, range] = replies;
-    let window = decode_window(meta, first)?;
-    let range: StreamRangeReply = redis::from_redis_value(range).map_err(protocol)?;
-    let mut events = Vec::with_capacity(range.ids.len());
-    if window.epoch != 0 {
-        for entry in range.ids {
-            let seq = seq_of(&entry.id)?;
-            let field = |name: &str| -> Result<String, BrokerError> {
-                match entry.map.get(name) {
-                    Some(value) => redis::from_redis_value(value.clone()).map_err(protocol),
-                    None => Err(BrokerError::Protocol(format!(
-                        "history entry without {name}"
-                    ))),
-                }
-            };
-            let event = field("e")?;
-            let event = if event.is_empty() {
-                None
-            } else {
-                Some(EventName::new(&event).map_err(|e| BrokerError::Protocol(e.to_string()))?)
-            };
-            let stored_at_us = field("t")?.parse().unwrap_or(0);
-            events.push(Arc::new(SharedEvent::encode(
-                topic.clone(),
-                Position::new(window.epoch, seq),
-                event.as_ref(),
-                &field("d")?,
-                stored_at_us,
-            )));
-        }
+impl HistoryRead {
+    /// An atomic read starting with the current incarnation.
+    pub(crate) fn new() -> Self {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("GET").arg(keys::INCARNATION);
+        Self { pipe }
     }
-    Ok(HistorySlice { window, events })
+
+    /// Reads `topic`'s window; decode with [`Replies::window`].
+    pub(crate) fn window(&mut self, topic: &Topic) -> &mut Self {
+        self.pipe
+            .cmd("HMGET")
+            .arg(keys::meta(topic))
+            .arg("epoch")
+            .arg("seq")
+            .arg("inc");
+        self.pipe
+            .cmd("XRANGE")
+            .arg(keys::events(topic))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1);
+        self
+    }
+
+    /// Reads `topic`'s window and up to `max` events after `after`; decode
+    /// with [`Replies::slice`].
+    pub(crate) fn after(&mut self, topic: &Topic, after: u64, max: usize) -> &mut Self {
+        self.window(topic);
+        let from = format!("{}-0", after + 1);
+        self.pipe
+            .cmd("XRANGE")
+            .arg(keys::events(topic))
+            .arg(from)
+            .arg("+")
+            .arg("COUNT")
+            .arg(max);
+        self
+    }
+
+    /// Any further command, decoded with [`Replies::value`].
+    pub(crate) fn command(&mut self, name: &str, key: &str) -> &mut Self {
+        self.pipe.cmd(name).arg(key);
+        self
+    }
+
+    /// Runs the read.
+    pub(crate) async fn run(&self, pool: &deadpool_redis::Pool) -> Result<Replies, BrokerError> {
+        let mut values: std::vec::IntoIter<Value> = super::query::<Vec<Value>>(pool, &self.pipe)
+            .await?
+            .into_iter();
+        let incarnation: Option<String> =
+            redis::from_redis_value(values.next().ok_or_else(short)?).map_err(protocol)?;
+        Ok(Replies {
+            incarnation: incarnation.unwrap_or_default(),
+            values,
+        })
+    }
+}
+
+/// The replies of a [`HistoryRead`], decoded in the order the read was
+/// built.
+#[derive(Debug)]
+pub(crate) struct Replies {
+    incarnation: String,
+    values: std::vec::IntoIter<Value>,
+}
+
+impl Replies {
+    /// The next reply, as is.
+    pub(crate) fn value(&mut self) -> Result<Value, BrokerError> {
+        self.values.next().ok_or_else(short)
+    }
+
+    /// The next topic's window.
+    pub(crate) fn window(&mut self) -> Result<HistoryWindow, BrokerError> {
+        let (epoch, last, incarnation): (Option<u32>, Option<u64>, Option<String>) =
+            redis::from_redis_value(self.value()?).map_err(protocol)?;
+        let first: StreamRangeReply = redis::from_redis_value(self.value()?).map_err(protocol)?;
+        let first_seq = first
+            .ids
+            .first()
+            .map(|entry| seq_of(&entry.id))
+            .transpose()?;
+        let current = incarnation.unwrap_or_default() == self.incarnation;
+        Ok(match (epoch, last, first_seq) {
+            (Some(epoch), Some(last), Some(first)) if epoch != 0 && current => {
+                HistoryWindow { epoch, first, last }
+            }
+            // No epoch, an epoch whose stream is gone, or one from before a
+            // failover: no usable history.
+            _ => HistoryWindow::NONE,
+        })
+    }
+
+    /// The next topic's window and events.
+    pub(crate) fn slice(&mut self, topic: &Topic) -> Result<HistorySlice, BrokerError> {
+        let window = self.window()?;
+        let range: StreamRangeReply = redis::from_redis_value(self.value()?).map_err(protocol)?;
+        if window.epoch == 0 {
+            return Ok(HistorySlice {
+                window,
+                events: Vec::new(),
+            });
+        }
+        let events = range
+            .ids
+            .into_iter()
+            .map(|entry| decode_entry(topic, window.epoch, &entry))
+            .collect::<Result<_, _>>()?;
+        Ok(HistorySlice { window, events })
+    }
+}
+
+fn decode_entry(
+    topic: &Topic,
+    epoch: u32,
+    entry: &redis::streams::StreamId,
+) -> Result<Arc<SharedEvent>, BrokerError> {
+    let field = |name: &str| -> Result<String, BrokerError> {
+        match entry.map.get(name) {
+            Some(value) => redis::from_redis_value(value.clone()).map_err(protocol),
+            None => Err(BrokerError::Protocol(format!(
+                "history entry without {name}"
+            ))),
+        }
+    };
+    let event = match field("e")?.as_str() {
+        "" => None,
+        name => Some(EventName::new(name).map_err(|e| BrokerError::Protocol(e.to_string()))?),
+    };
+    Ok(Arc::new(SharedEvent::encode(
+        topic.clone(),
+        Position::new(epoch, seq_of(&entry.id)?),
+        event.as_ref(),
+        &field("d")?,
+        field("t")?.parse().unwrap_or(0),
+    )))
 }
 
 fn seq_of(id: &str) -> Result<u64, BrokerError> {
     id.split_once('-')
         .and_then(|(seq, _)| seq.parse().ok())
         .ok_or_else(|| BrokerError::Protocol(format!("unexpected stream id {id:?}")))
+}
+
+fn short() -> BrokerError {
+    BrokerError::Protocol("short pipeline reply".into())
 }
 
 fn protocol(error: impl std::fmt::Display) -> BrokerError {

@@ -36,6 +36,16 @@ pub(crate) fn idempotency(key: &str) -> String {
     format!("herald:idem:{key}")
 }
 
+/// A random token naming the current "incarnation" of the data: histories
+/// record the token they were created under, and only histories of the
+/// current one count. Rotated when the primary changed (a failover), so
+/// events a promoted replica never received cannot be silently replaced by
+/// new events reusing their sequence numbers.
+pub(crate) const INCARNATION: &str = "herald:incarnation";
+
+/// The replication id of the primary herald last saw, to notice failovers.
+pub(crate) const REPLICATION_ID: &str = "herald:replid";
+
 /// Live nodes, scored by their last heartbeat in milliseconds.
 pub(crate) const NODES: &str = "herald:nodes";
 

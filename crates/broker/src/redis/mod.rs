@@ -32,7 +32,7 @@ use deadpool_redis::{Pool, Runtime};
 use prometheus::{IntCounter, IntGauge};
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use self::{live::LiveState, subscriber::Subscriber};
+use self::{history::HistoryRead, live::LiveState, subscriber::Subscriber};
 use crate::{
     memory::{new_epoch, IDEMPOTENCY_WINDOW},
     now_micros,
@@ -192,26 +192,59 @@ pub(crate) async fn read_heads(
     if topics.is_empty() {
         return Ok(Vec::new());
     }
-    let mut pipe = redis::pipe();
+    let mut read = HistoryRead::new();
     for topic in topics {
-        history::read_window(&mut pipe, topic);
+        read.window(topic);
     }
-    let replies: Vec<redis::Value> = query(pool, &pipe).await?;
-    let mut replies = replies.into_iter();
-    let mut heads = Vec::with_capacity(topics.len());
-    for _ in topics {
-        let (Some(meta), Some(first)) = (replies.next(), replies.next()) else {
-            return Err(BrokerError::Protocol("short pipeline reply".into()));
-        };
-        heads.push(history::decode_window(meta, first)?.head());
+    let mut replies = read.run(pool).await?;
+    topics
+        .iter()
+        .map(|_| replies.window().map(|w| w.head()))
+        .collect()
+}
+
+/// Notices a failover and rotates the incarnation (see
+/// `keys::INCARNATION`). The primary's replication id changes when a
+/// replica is promoted; the id herald recorded travels with the data, so a
+/// promoted replica carries the old primary's id and the difference shows.
+/// Several nodes may rotate at once, which only rotates more than needed.
+/// (A restart that keeps data but not its replication id also rotates: every
+/// client then resyncs once, which is safe.)
+pub(crate) async fn check_failover(pool: &Pool) -> Result<(), BrokerError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("INFO")
+        .arg("replication")
+        .cmd("GET")
+        .arg(keys::REPLICATION_ID);
+    let (info, recorded): (String, Option<String>) = query(pool, &pipe).await?;
+    let Some(current) = info.lines().find_map(|l| l.strip_prefix("master_replid:")) else {
+        return Ok(());
+    };
+    let current = current.trim();
+    let mut pipe = redis::pipe();
+    match recorded {
+        Some(recorded) if recorded == current => return Ok(()),
+        Some(_) => {
+            tracing::warn!("the redis primary changed: histories are invalidated, clients resync");
+            pipe.cmd("SET")
+                .arg(keys::INCARNATION)
+                .arg(new_epoch())
+                .ignore();
+        }
+        None => {}
     }
-    Ok(heads)
+    pipe.cmd("SET")
+        .arg(keys::REPLICATION_ID)
+        .arg(current)
+        .ignore();
+    query::<()>(pool, &pipe).await
 }
 
 #[async_trait]
 impl Broker for RedisBroker {
     async fn publish(&self, messages: Vec<Message>) -> Result<Vec<Receipt>, BrokerError> {
         let mut invocation = PUBLISH_SCRIPT.prepare_invoke();
+        invocation.key(keys::INCARNATION);
         invocation
             .arg(self.history.max_events)
             .arg(self.history.ttl.as_millis() as u64)
@@ -279,14 +312,9 @@ impl Broker for RedisBroker {
 
     async fn resume(&self, topic: &Topic, from: Position) -> Result<Resume, BrokerError> {
         let after = if from.epoch == 0 { 0 } else { from.seq };
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        history::read_after(&mut pipe, topic, after, self.history.max_events);
-        let replies: Vec<redis::Value> = query(&self.pool, &pipe).await?;
-        let replies: [redis::Value; 3] = replies
-            .try_into()
-            .map_err(|_| BrokerError::Protocol("short pipeline reply".into()))?;
-        let slice = history::decode(topic, replies)?;
+        let mut read = HistoryRead::new();
+        read.after(topic, after, self.history.max_events);
+        let slice = read.run(&self.pool).await?.slice(topic)?;
         Ok(match plan(from, slice.window) {
             Plan::Resync => Resume::Resync {
                 head: slice.window.head(),
@@ -302,13 +330,12 @@ impl Broker for RedisBroker {
     }
 
     async fn topic_info(&self, topic: &Topic) -> Result<TopicInfo, BrokerError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        history::read_window(&mut pipe, topic);
-        pipe.cmd("XLEN").arg(keys::events(topic));
-        let (meta, first, length): (redis::Value, redis::Value, u64) =
-            query(&self.pool, &pipe).await?;
-        let window = history::decode_window(meta, first)?;
+        let mut read = HistoryRead::new();
+        read.window(topic).command("XLEN", &keys::events(topic));
+        let mut replies = read.run(&self.pool).await?;
+        let window = replies.window()?;
+        let length: u64 = redis::from_redis_value(replies.value()?)
+            .map_err(|e| BrokerError::Protocol(e.to_string()))?;
         let remote = presence::remote_count(&self.pool, topic, &self.node).await?;
         let local = self.registry.subscriber_count(topic) as u64;
         let (first, last, length) = match window {

@@ -7,7 +7,8 @@
 -- whole or not at all. The shebang makes Redis refuse the whole script up
 -- front when it is out of memory, instead of failing half way.
 --
--- KEYS, per message: idempotency key, then per topic: events key, meta key.
+-- KEYS[1]: the incarnation key (see keys.rs); then, per message: its
+-- idempotency key, then per topic: events key, meta key.
 -- ARGV: max_events, ttl_ms, idempotency_ttl_ms, now_us, message count, then
 -- per message: idempotency key ('' for none), receipt shape ('o' one topic,
 -- 'm' many), topic count, event ('' for message), data, then per topic:
@@ -21,7 +22,10 @@ local ttl = ARGV[2]
 local idem_ttl = ARGV[3]
 local now = ARGV[4]
 local count = tonumber(ARGV[5])
-local a, k = 6, 1
+-- Histories recorded under another incarnation predate a failover and may
+-- have lost their newest events: they are replaced, never continued.
+local incarnation = redis.call('GET', KEYS[1]) or ''
+local a, k = 6, 2
 local results = {}
 for m = 1, count do
   local idem, shape, ntopics = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
@@ -44,13 +48,15 @@ for m = 1, count do
       local topic, channel, candidate = ARGV[a], ARGV[a + 1], ARGV[a + 2]
       k = k + 2
       a = a + 3
-      local epoch = redis.call('HGET', meta_key, 'epoch')
-      if (not epoch) or redis.call('EXISTS', events_key) == 0 then
+      local meta = redis.call('HMGET', meta_key, 'epoch', 'inc')
+      local epoch = meta[1]
+      if (not epoch) or (meta[2] or '') ~= incarnation
+          or redis.call('EXISTS', events_key) == 0 then
         -- A new history (first event, or the old one expired or was lost):
         -- a fresh epoch tells clients holding old cursors to resync.
         redis.call('DEL', events_key)
         epoch = candidate
-        redis.call('HSET', meta_key, 'epoch', epoch, 'seq', 0)
+        redis.call('HSET', meta_key, 'epoch', epoch, 'seq', 0, 'inc', incarnation)
       end
       local seq = redis.call('HINCRBY', meta_key, 'seq', 1)
       redis.call('XADD', events_key, 'MAXLEN', max_events, seq .. '-0',

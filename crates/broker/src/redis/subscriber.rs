@@ -33,7 +33,7 @@ use rand::Rng;
 use redis::{aio::PubSubSink, Msg};
 use tokio::sync::mpsc;
 
-use super::{history, keys, live::LiveState, wire, BrokerMetrics, COMMAND_TIMEOUT};
+use super::{history::HistoryRead, keys, live::LiveState, wire, BrokerMetrics, COMMAND_TIMEOUT};
 use crate::{BrokerError, EventName, Position, SharedEvent, Topic, TopicRegistry};
 
 /// Topics per SUBSCRIBE command and per catch-up pipeline.
@@ -96,6 +96,7 @@ impl Subscriber {
             .await
             .map_err(|_| SessionEnd::Closed)??;
         let (mut sink, mut stream) = pubsub.split();
+        super::check_failover(&self.pool).await?;
 
         let topics = self.registry.topics();
         self.subscribe(&mut sink, topics).await?;
@@ -196,29 +197,18 @@ impl Subscriber {
             .map(|(t, p)| (t.clone(), *p))
             .collect();
         for chunk in positions.chunks(CHUNK) {
-            let mut pipe = redis::pipe();
-            pipe.atomic();
+            let mut read = HistoryRead::new();
             for (topic, position) in chunk {
-                history::read_after(&mut pipe, topic, position.seq, self.max_events);
+                read.after(topic, position.seq, self.max_events);
             }
-            let replies: Vec<redis::Value> = super::query(&self.pool, &pipe).await?;
-            let mut replies = replies.into_iter();
+            let mut replies = read.run(&self.pool).await?;
             for (topic, position) in chunk {
-                let three = [
-                    next(&mut replies)?,
-                    next(&mut replies)?,
-                    next(&mut replies)?,
-                ];
-                let mut slice = history::decode(topic, three)?;
+                let mut slice = replies.slice(topic)?;
                 if slice.window.epoch != position.epoch && slice.window.epoch != 0 {
                     // The history was recreated: everything in it is new.
-                    let mut pipe = redis::pipe();
-                    pipe.atomic();
-                    history::read_after(&mut pipe, topic, 0, self.max_events);
-                    let again: Vec<redis::Value> = super::query(&self.pool, &pipe).await?;
-                    let mut again = again.into_iter();
-                    let three = [next(&mut again)?, next(&mut again)?, next(&mut again)?];
-                    slice = history::decode(topic, three)?;
+                    let mut again = HistoryRead::new();
+                    again.after(topic, 0, self.max_events);
+                    slice = again.run(&self.pool).await?.slice(topic)?;
                 }
                 for event in slice.events {
                     self.dispatch(event);
@@ -274,14 +264,10 @@ impl Subscriber {
 async fn bounded(
     change: impl std::future::Future<Output = redis::RedisResult<()>>,
 ) -> Result<(), SessionEnd> {
-    tokio::time::timeout(COMMAND_TIMEOUT, change).await.map_err(|_| SessionEnd::PingTimeout)??;
+    tokio::time::timeout(COMMAND_TIMEOUT, change)
+        .await
+        .map_err(|_| SessionEnd::PingTimeout)??;
     Ok(())
-}
-
-fn next(values: &mut impl Iterator<Item = redis::Value>) -> Result<redis::Value, BrokerError> {
-    values
-        .next()
-        .ok_or_else(|| BrokerError::Protocol("short pipeline reply".into()))
 }
 
 /// Exponential backoff from 100 ms to 5 s, with jitter so nodes that lost
