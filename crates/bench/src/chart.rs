@@ -29,7 +29,10 @@ fn series(
     get: fn(&Report) -> Option<f64>,
 ) -> Series {
     let mut raw: BTreeMap<(u8, String), BTreeMap<usize, Vec<f64>>> = BTreeMap::new();
-    for r in reports.iter().filter(|r| keep(r)) {
+    for r in reports
+        .iter()
+        .filter(|r| keep(r) && crate::summary::comparable(r))
+    {
         if let Some(v) = get(r) {
             raw.entry(label_rank(&label_of(r)))
                 .or_default()

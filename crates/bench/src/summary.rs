@@ -38,6 +38,14 @@ pub fn label_of(r: &Report) -> String {
     }
 }
 
+/// Whether a run is comparable: every stream opened and the server was
+/// still there at the end of the window. A run where a server died (killed,
+/// crashed, a node that never started) or refused streams measured a
+/// different load, so it is left out of the medians and counted apart.
+pub fn comparable(r: &Report) -> bool {
+    r.connect_failures == 0 && (r.server.pids.is_empty() || r.server.rss_after_kib > 0)
+}
+
 /// A scenario configuration: what the runs in one row share.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Config {
@@ -178,7 +186,7 @@ fn fmt_value(v: Option<f64>) -> String {
 /// column per label, then herald/Nchan ratios; then loss and duplicates.
 pub fn markdown(reports: &[Report]) -> String {
     let mut groups: BTreeMap<Config, BTreeMap<String, Vec<&Report>>> = BTreeMap::new();
-    for r in reports {
+    for r in reports.iter().filter(|r| comparable(r)) {
         groups
             .entry(Config::of(r))
             .or_default()
@@ -251,21 +259,25 @@ pub fn markdown(reports: &[Report]) -> String {
             }
         }
     }
-    let _ = writeln!(out, "\n**delivery check** (all runs summed: lost / duplicated / streams dropped by the server / connect failures)\n");
-    let mut by_label: BTreeMap<String, [u64; 5]> = BTreeMap::new();
+    let _ = writeln!(out, "\n**delivery check** (runs summed: lost / duplicated / streams dropped by the server / connect failures; a run where a stream failed to open or the server process was gone by the end is left out of every median and only counted in the last column)\n");
+    let mut by_label: BTreeMap<String, [u64; 6]> = BTreeMap::new();
     for r in reports {
         let e = by_label.entry(label_of(r)).or_default();
+        if !comparable(r) {
+            e[5] += 1;
+            continue;
+        }
         e[0] += 1;
         e[1] += r.lost;
         e[2] += r.duplicates;
         e[3] += r.disconnects;
         e[4] += r.connect_failures;
     }
-    let _ = writeln!(out, "| label | runs | lost | duplicated | dropped | connect failures |\n|---|---|---|---|---|---|");
-    for (label, [runs, lost, dup, dropped, failed]) in by_label {
+    let _ = writeln!(out, "| label | runs | lost | duplicated | dropped | connect failures | runs excluded |\n|---|---|---|---|---|---|---|");
+    for (label, [runs, lost, dup, dropped, failed, gone]) in by_label {
         let _ = writeln!(
             out,
-            "| {label} | {runs} | {lost} | {dup} | {dropped} | {failed} |"
+            "| {label} | {runs} | {lost} | {dup} | {dropped} | {failed} | {gone} |"
         );
     }
     out
