@@ -12,6 +12,11 @@
 //!   temporary working directory, its stderr copied to
 //!   `target/test-logs/`, ready once `/readyz` answers `200`.
 //! - [`RedisServer`]: `redis-server` on a free port in a temporary directory.
+//! - [`DurableRedis`]: the same with an fsynced append-only file (restarts
+//!   keep data) and SIGSTOP pauses; [`start_nodes`], [`live_channel`] and
+//!   readers of Redis replies for cluster tests.
+//! - [`PublisherLoop`]: a backend publishing through faults, retrying
+//!   refusals with the same idempotency key, every answer in a [`PublishLog`].
 //! - [`SseStream`] / [`Subscribe`]: an SSE client over reqwest streaming
 //!   that parses with [`herald_sse::Parser`]; on a new connection, on a
 //!   reused keep-alive one ([`Node::client_with_idle_connection`]), or as
@@ -25,13 +30,16 @@
 mod api;
 mod binary;
 mod child;
+mod cluster;
 mod logs;
 mod node;
 mod node_builder;
 mod port;
 mod prometheus;
+mod publisher;
 mod raw;
 mod redis;
+mod redis_durable;
 mod resp;
 mod sse;
 mod wait;
@@ -40,13 +48,19 @@ use std::time::Duration;
 
 pub use api::{encode_path_segment, Api, Reply};
 pub use binary::{herald_bin, herald_command, target_dir};
+pub use cluster::{
+    client_list, info_field, live_channel, numsub_counts, reply_integer, reply_strings, reply_text,
+    start_nodes,
+};
 pub use herald_sse::{Event, Item};
 pub use logs::test_log_dir;
 pub use node::Node;
 pub use node_builder::{NodeBuilder, StartupFailure};
 pub use port::free_port;
 pub use prometheus::{Exposition, Family, MetricType, ParseError, Sample};
+pub use publisher::{Attempt, PublishLog, PublisherLoop, Refusal};
 pub use redis::RedisServer;
+pub use redis_durable::DurableRedis;
 pub use resp::Resp;
 pub use sse::{Next, SseStream, Subscribe};
 pub use wait::eventually;
