@@ -23,24 +23,32 @@
 //!   exact request bytes over raw TCP ([`SseStream::send_raw`]).
 //! - [`Api`] / [`Reply`]: publish and query helpers returning status,
 //!   headers and JSON body.
+//! - [`Nginx`]: Debian's nginx running the shipped `deploy/nginx/nginx.conf`
+//!   in front of local nodes.
+//! - [`Browser`]: headless Chromium and chromedriver, for the demo page;
+//!   screenshots go to [`test_artifact_dir`].
 //! - [`Exposition`]: a strict parser of the Prometheus text format.
-//! - [`eventually`], [`free_port`], [`herald_bin`].
+//! - [`eventually`], [`free_port`], [`restartable_port`], [`herald_bin`].
 #![warn(missing_docs)]
 
 mod api;
 mod binary;
+mod browser;
 mod child;
 mod cluster;
 mod logs;
+mod nginx;
 mod node;
 mod node_builder;
 mod port;
+mod process_tree;
 mod prometheus;
 mod publisher;
 mod raw;
 mod redis;
 mod redis_durable;
 mod resp;
+mod restartable_port;
 mod sse;
 mod wait;
 
@@ -48,12 +56,14 @@ use std::time::Duration;
 
 pub use api::{encode_path_segment, Api, Reply};
 pub use binary::{herald_bin, herald_command, target_dir};
+pub use browser::{test_artifact_dir, Browser};
 pub use cluster::{
     client_list, info_field, live_channel, numsub_counts, reply_integer, reply_strings, reply_text,
     start_nodes,
 };
 pub use herald_sse::{Event, Item};
 pub use logs::test_log_dir;
+pub use nginx::Nginx;
 pub use node::Node;
 pub use node_builder::{NodeBuilder, StartupFailure};
 pub use port::free_port;
@@ -62,6 +72,7 @@ pub use publisher::{Attempt, PublishLog, PublisherLoop, Refusal};
 pub use redis::RedisServer;
 pub use redis_durable::DurableRedis;
 pub use resp::Resp;
+pub use restartable_port::restartable_port;
 pub use sse::{Next, SseStream, Subscribe};
 pub use wait::eventually;
 
