@@ -199,6 +199,23 @@ async fn idempotency_key_is_shared_by_all_nodes() {
         assert_eq!(events[0].id, first);
     }
     assert_eq!(b.api().history_length("pay").await, 2);
+
+    // A `topics` publish repeated on another node with a one-topic body
+    // answers with the first publish's cursors, in the first one's shape.
+    let first = c
+        .api()
+        .publish(&json!({"topics": ["pay", "refund"], "data": "both", "idempotency_key": "k-2"}))
+        .await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    let retry = a
+        .api()
+        .publish(&json!({"topic": "pay", "data": "again", "idempotency_key": "k-2"}))
+        .await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED, "{retry:?}");
+    assert_eq!(retry.body, first.body);
+    b.api().publish_ok("pay", json!("marker 2")).await;
+    let events = until(&mut on_c, "marker 2").await;
+    assert_eq!(data(&events), ["both", "marker 2"]);
 }
 
 #[tokio::test]

@@ -242,14 +242,14 @@ fn assert_exactly_the_accepted(events: &[Event], topics: &[&str], log: &PublishL
 #[tokio::test]
 async fn clients_of_a_killed_node_resume_on_another_and_miss_nothing() {
     let (_redis, mut nodes) = cluster(3, &[]).await;
+    let mut single = nodes[2].subscribe(&["p"]).await;
+    let mut multi = nodes[2].subscribe(&["p", "q"]).await;
     let publisher = PublisherLoop::start(
         nodes[0].api().clone(),
         "kill",
         &["p", "q"],
         Duration::from_millis(5),
     );
-    let mut single = nodes[2].subscribe(&["p"]).await;
-    let mut multi = nodes[2].subscribe(&["p", "q"]).await;
     let mut single_events = single.events(10, TIMEOUT).await;
     let mut multi_events = multi.events(10, TIMEOUT).await;
 
@@ -300,4 +300,59 @@ async fn clients_of_a_killed_node_resume_on_another_and_miss_nothing() {
         .collect();
     assert_eq!(ids, accepted, "single-topic ids are the publish cursors");
     assert_exactly_the_accepted(&multi_events, &["p", "q"], &log, "multi-topic client");
+}
+
+#[tokio::test]
+async fn cursor_from_before_redis_lost_its_data_resyncs_once_on_any_node() {
+    let mut redis = RedisServer::start().await;
+    let builder = Node::builder().env("HERALD__REDIS__URL", &redis.url());
+    let nodes = start_nodes(&builder, 2).await;
+    let mut stream = nodes[0].subscribe(&["x", "y"]).await;
+    nodes[0].api().publish_ok("x", json!("x1")).await;
+    nodes[0].api().publish_ok("y", json!("y1")).await;
+    assert_eq!(data(&stream.events(2, TIMEOUT).await), ["x1", "y1"]);
+    let last = stream.last_event_id().to_owned();
+    drop(stream);
+
+    // Redis comes back empty; x gets a new history, y none yet.
+    redis.restart().await;
+    for node in &nodes {
+        node.wait_ready().await;
+    }
+    nodes[1].api().publish_ok("x", json!("x-new")).await;
+
+    let mut resumed = nodes[1]
+        .subscribe_request()
+        .topics(&["x", "y"])
+        .last_event_id(&last)
+        .send()
+        .await;
+    let first = resumed.event().await;
+    assert_eq!(resync_topics(&first), ["x", "y"], "both histories are gone");
+    let resync_id = first.id.clone();
+    nodes[0].api().publish_ok("y", json!("y-new")).await;
+    nodes[0].api().publish_ok("x", json!("x-end")).await;
+    // After a resync the topics continue live: x-new predates it.
+    let events = resumed.events_until(TIMEOUT, |e| e.data == "x-end").await;
+    assert_eq!(data(&events), ["y-new", "x-end"]);
+    drop(resumed);
+
+    // The resync's id is a resume point in the new histories.
+    let mut again = nodes[0]
+        .subscribe_request()
+        .topics(&["x", "y"])
+        .last_event_id(&resync_id)
+        .send()
+        .await;
+    nodes[1].api().publish_ok("x", json!("final")).await;
+    let events = again.events_until(TIMEOUT, |e| e.data == "final").await;
+    assert!(events.iter().all(|e| e.event != RESYNC), "{events:?}");
+    let mut got = data(&events);
+    got.sort_unstable();
+    assert_eq!(got, ["final", "x-end", "y-new"]);
+    let x: Vec<&str> = data(&events)
+        .into_iter()
+        .filter(|d| !d.starts_with('y'))
+        .collect();
+    assert_eq!(x, ["x-end", "final"]);
 }
