@@ -11,15 +11,16 @@
 //! "200, retry:, close" refusal reaches clients as herald sent it, not as an
 //! nginx error page a browser would give up on.
 //!
-//! Clients here behave like a browser's `EventSource`: on a closed stream
-//! they wait the `retry:` they were given and reconnect with
-//! `Last-Event-ID`, always through nginx, never to a node directly.
+//! Clients that must survive a node behave like a browser's `EventSource`
+//! ([`ReconnectingClient`]): on a closed stream they wait the `retry:` they
+//! were given and reconnect with `Last-Event-ID`, always through nginx,
+//! never to a node directly.
 
 use std::{collections::BTreeSet, time::Duration};
 
 use herald_testkit::{
-    eventually, Event, Item, Next, Nginx, Node, PublishLog, PublisherLoop, RedisServer, SseStream,
-    Subscribe, TIMEOUT,
+    eventually, Event, Item, Next, Nginx, Node, PublishLog, PublisherLoop, ReconnectingClient,
+    RedisServer, SseStream, Subscribe, TIMEOUT,
 };
 use reqwest::StatusCode;
 use serde_json::json;
@@ -137,67 +138,6 @@ async fn publish_through(nginx: &Nginx, topic: &str, data: &str) -> String {
     .await
 }
 
-/// A client that behaves like a browser's `EventSource` behind the load
-/// balancer: when its stream ends it waits the last `retry:` it was given
-/// and reconnects through nginx with the id of the last event it received.
-struct ResumingClient {
-    request: Subscribe,
-    stream: SseStream,
-    retry: Duration,
-    last_id: String,
-    received: Vec<Event>,
-    reconnects: usize,
-}
-
-impl ResumingClient {
-    async fn open(nginx: &Nginx, topic: &str) -> Self {
-        let request = nginx.subscribe_request().topic(topic);
-        let stream = open_through_nginx(request.clone()).await;
-        Self {
-            request,
-            stream,
-            retry: RETRY,
-            last_id: String::new(),
-            received: Vec::new(),
-            reconnects: 0,
-        }
-    }
-
-    /// Reads, reconnecting whenever the stream ends, until the event whose
-    /// data is `marker` has arrived.
-    async fn read_until(mut self, marker: String, deadline: Instant) -> Self {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stream.try_next_item(left).await {
-                Next::Item(Item::Event(event)) => {
-                    self.last_id.clone_from(&event.id);
-                    let done = event.data == marker;
-                    self.received.push(event);
-                    if done {
-                        return self;
-                    }
-                }
-                Next::Item(Item::Retry(ms)) => self.retry = Duration::from_millis(ms),
-                Next::Item(Item::Comment(_)) => {}
-                Next::Closed => {
-                    tokio::time::sleep(self.retry).await;
-                    let mut request = self.request.clone();
-                    if !self.last_id.is_empty() {
-                        request = request.last_event_id(&self.last_id);
-                    }
-                    self.stream = open_through_nginx(request).await;
-                    self.reconnects += 1;
-                }
-                Next::TimedOut => panic!(
-                    "no {marker} within the deadline; received {:?} in {} reconnects",
-                    data(&self.received),
-                    self.reconnects
-                ),
-            }
-        }
-    }
-}
-
 /// Opens a stream through nginx and checks that it is an event stream: a
 /// node that is down is nginx's to skip (`proxy_next_upstream error`), so a
 /// client never sees a `502`.
@@ -225,12 +165,12 @@ fn data(events: &[Event]) -> Vec<&str> {
 /// publish returned; nothing that was never sent; no resync (Redis kept the
 /// history, so every resume replays); the marker last.
 fn assert_received_everything(
-    client: &ResumingClient,
+    client: &ReconnectingClient,
     log: &PublishLog,
     topic: &str,
     marker: &str,
 ) {
-    let received = &client.received;
+    let received = client.received();
     assert_eq!(
         received.last().map(|e| e.data.as_str()),
         Some(marker),
@@ -261,9 +201,10 @@ fn assert_received_everything(
         .map(|a| (a.data.as_str(), a.id.as_deref().expect("accepted")))
         .collect();
     assert_eq!(
-        delivered, expected,
+        delivered,
+        expected,
         "accepted events, in order, with their cursors ({} reconnects)",
-        client.reconnects
+        client.reconnects()
     );
 }
 
@@ -347,13 +288,27 @@ async fn events_reach_clients_through_nginx_unbuffered() {
     eprintln!("slowest publish-to-delivery through nginx: {slowest:?}");
 }
 
-#[tokio::test]
-async fn a_killed_nodes_clients_resume_through_nginx_on_the_others_losing_nothing() {
-    let mut cluster = lb_cluster(NODES, &[]).await;
+/// How a node leaves the cluster in [`clients_move_to_the_other_nodes`].
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// SIGKILL, as a crash.
+    Crash,
+    /// SIGTERM: the node drains its streams over `server.drain_timeout`
+    /// and exits 0.
+    Drain,
+}
+
+/// Six clients on three nodes through nginx and a backend publishing
+/// through nginx, 50 events a second; one node leaves by `fault` while
+/// both go on. Every client must end up on the other two nodes, through
+/// nginx, with every accepted event once and in order.
+async fn clients_move_to_the_other_nodes(fault: Fault) {
+    let mut cluster = lb_cluster(NODES, &[("HERALD__SERVER__DRAIN_TIMEOUT", "1s")]).await;
     let topic = "orders";
     let mut clients = Vec::new();
     for _ in 0..STREAMS {
-        clients.push(ResumingClient::open(&cluster.nginx, topic).await);
+        let request = cluster.nginx.subscribe_request().topic(topic);
+        clients.push(ReconnectingClient::open(request).await);
     }
     let nodes: Vec<&Node> = cluster.nodes.iter().collect();
     let per_node = wait_connections(&nodes, STREAMS as u64).await;
@@ -361,29 +316,38 @@ async fn a_killed_nodes_clients_resume_through_nginx_on_the_others_losing_nothin
     let victim_streams = per_node[victim] as usize;
     assert!(victim_streams >= 1, "{per_node:?}");
 
+    let run = format!("{fault:?}");
     let publisher = PublisherLoop::start(
         cluster.nginx.api().clone(),
-        "crash",
+        &run,
         &[topic],
         Duration::from_millis(20),
     );
-    eventually(TIMEOUT, "10 events accepted before the crash", || async {
+    eventually(TIMEOUT, "10 events accepted before the fault", || async {
         (publisher.snapshot().accepted() >= 10).then_some(())
     })
     .await;
 
-    // Clients read (and reconnect) on their own tasks while the node dies,
-    // as browsers would.
-    let marker = "marker after the crash".to_owned();
-    let deadline = Instant::now() + 2 * TIMEOUT;
-    let readers: Vec<JoinHandle<ResumingClient>> = clients
+    // Clients read (and reconnect) on tasks of their own while the node
+    // goes, as browsers would.
+    let marker = format!("marker after the {run}");
+    let readers: Vec<JoinHandle<ReconnectingClient>> = clients
         .into_iter()
-        .map(|client| tokio::spawn(client.read_until(marker.clone(), deadline)))
+        .map(|client| {
+            let marker = marker.clone();
+            tokio::spawn(client.read_until(2 * TIMEOUT, move |e| e.data == marker))
+        })
         .collect();
-    let crashed = Instant::now();
-    cluster.nodes[victim].kill();
-    eventually(TIMEOUT, "10 events accepted after the crash", || async {
-        (publisher.snapshot().accepted_after(crashed) >= 10).then_some(())
+    let faulted = Instant::now();
+    match fault {
+        Fault::Crash => cluster.nodes[victim].kill(),
+        Fault::Drain => {
+            let status = cluster.nodes[victim].terminate(TIMEOUT).await;
+            assert!(status.success(), "a drained node exits 0: {status:?}");
+        }
+    }
+    eventually(TIMEOUT, "10 events accepted after the fault", || async {
+        (publisher.snapshot().accepted_after(faulted) >= 10).then_some(())
     })
     .await;
     let log = publisher.stop().await;
@@ -395,10 +359,10 @@ async fn a_killed_nodes_clients_resume_through_nginx_on_the_others_losing_nothin
         assert_received_everything(&client, &log, topic, &marker);
         clients.push(client);
     }
-    let moved = clients.iter().filter(|c| c.reconnects > 0).count();
+    let moved = clients.iter().filter(|c| c.reconnects() > 0).count();
     assert_eq!(
         moved, victim_streams,
-        "exactly the crashed node's clients reconnected"
+        "exactly the {run} node's clients moved"
     );
     let survivors: Vec<&Node> = (0..NODES)
         .filter(|&i| i != victim)
@@ -409,75 +373,17 @@ async fn a_killed_nodes_clients_resume_through_nginx_on_the_others_losing_nothin
         resumes(&survivors).await,
         (moved, 0),
         "each moved client resumed once by its cursor (replayed, resync)"
-    );
-    eprintln!(
-        "{} events accepted, {} refusals while node {victim} ({victim_streams} streams) died",
-        log.accepted(),
-        log.refusals.len()
     );
 }
 
 #[tokio::test]
-async fn a_draining_nodes_clients_move_through_nginx_to_the_others() {
-    let mut cluster = lb_cluster(NODES, &[("HERALD__SERVER__DRAIN_TIMEOUT", "1s")]).await;
-    let topic = "deploys";
-    let mut clients = Vec::new();
-    for _ in 0..STREAMS {
-        clients.push(ResumingClient::open(&cluster.nginx, topic).await);
-    }
-    let nodes: Vec<&Node> = cluster.nodes.iter().collect();
-    let per_node = wait_connections(&nodes, STREAMS as u64).await;
-    let victim = (0..NODES).max_by_key(|&i| per_node[i]).expect("nodes");
-    let victim_streams = per_node[victim] as usize;
+async fn a_killed_nodes_clients_resume_through_nginx_on_the_others_losing_nothing() {
+    clients_move_to_the_other_nodes(Fault::Crash).await;
+}
 
-    let publisher = PublisherLoop::start(
-        cluster.nginx.api().clone(),
-        "drain",
-        &[topic],
-        Duration::from_millis(20),
-    );
-    eventually(TIMEOUT, "10 events accepted before the drain", || async {
-        (publisher.snapshot().accepted() >= 10).then_some(())
-    })
-    .await;
-
-    let marker = "marker after the drain".to_owned();
-    let deadline = Instant::now() + 2 * TIMEOUT;
-    let readers: Vec<JoinHandle<ResumingClient>> = clients
-        .into_iter()
-        .map(|client| tokio::spawn(client.read_until(marker.clone(), deadline)))
-        .collect();
-    let drained = Instant::now();
-    let status = cluster.nodes[victim].terminate(TIMEOUT).await;
-    assert!(status.success(), "a drained node exits 0: {status:?}");
-    eventually(TIMEOUT, "10 events accepted after the drain", || async {
-        (publisher.snapshot().accepted_after(drained) >= 10).then_some(())
-    })
-    .await;
-    let log = publisher.stop().await;
-    publish_through(&cluster.nginx, topic, &marker).await;
-
-    let mut clients = Vec::new();
-    for reader in readers {
-        let client = reader.await.expect("a reader panicked");
-        assert_received_everything(&client, &log, topic, &marker);
-        clients.push(client);
-    }
-    let moved = clients.iter().filter(|c| c.reconnects > 0).count();
-    assert_eq!(
-        moved, victim_streams,
-        "exactly the drained node's clients reconnected"
-    );
-    let survivors: Vec<&Node> = (0..NODES)
-        .filter(|&i| i != victim)
-        .map(|i| &cluster.nodes[i])
-        .collect();
-    wait_connections(&survivors, STREAMS as u64).await;
-    assert_eq!(
-        resumes(&survivors).await,
-        (moved, 0),
-        "each moved client resumed once by its cursor (replayed, resync)"
-    );
+#[tokio::test]
+async fn a_draining_nodes_clients_move_through_nginx_to_the_others_losing_nothing() {
+    clients_move_to_the_other_nodes(Fault::Drain).await;
 }
 
 /// What a refused stream must look like to a client behind nginx: `200`,

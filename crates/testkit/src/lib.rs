@@ -23,6 +23,8 @@
 //!   exact request bytes over raw TCP ([`SseStream::send_raw`]).
 //! - [`Api`] / [`Reply`]: publish and query helpers returning status,
 //!   headers and JSON body.
+//! - [`ReconnectingClient`]: a stream that reconnects with `Last-Event-ID`
+//!   as a browser's `EventSource` does.
 //! - [`Nginx`]: Debian's nginx running the shipped `deploy/nginx/nginx.conf`
 //!   in front of local nodes.
 //! - [`Browser`]: headless Chromium and chromedriver, for the demo page;
@@ -45,6 +47,7 @@ mod process_tree;
 mod prometheus;
 mod publisher;
 mod raw;
+mod reconnecting;
 mod redis;
 mod redis_durable;
 mod resp;
@@ -69,6 +72,7 @@ pub use node_builder::{NodeBuilder, StartupFailure};
 pub use port::free_port;
 pub use prometheus::{Exposition, Family, MetricType, ParseError, Sample};
 pub use publisher::{Attempt, PublishLog, PublisherLoop, Refusal};
+pub use reconnecting::ReconnectingClient;
 pub use redis::RedisServer;
 pub use redis_durable::DurableRedis;
 pub use resp::Resp;
