@@ -253,7 +253,7 @@ async fn streams_through_nginx_spread_over_the_nodes_and_get_events_published_th
 
 #[tokio::test]
 async fn events_reach_clients_through_nginx_unbuffered() {
-    let cluster = lb_cluster(NODES, &[]).await;
+    let cluster = lb_cluster(NODES, &[("HERALD__SERVER__HEARTBEAT_INTERVAL", "300ms")]).await;
     let nginx = &cluster.nginx;
     let connected = Instant::now();
     let mut stream = open_through_nginx(nginx.subscribe_request().topic("ticks")).await;
@@ -286,6 +286,26 @@ async fn events_reach_clients_through_nginx_unbuffered() {
         slowest = slowest.max(latency);
     }
     eprintln!("slowest publish-to-delivery through nginx: {slowest:?}");
+
+    // The largest event the default limits allow arrives whole and as
+    // promptly, over many of nginx's proxy buffers.
+    let big = "x".repeat(65_536);
+    let published = Instant::now();
+    nginx.api().publish_ok("ticks", json!(big)).await;
+    let event = stream.next_event(UNBUFFERED).await;
+    assert!(event.data == big, "a 64 KiB event arrives whole");
+    assert!(
+        published.elapsed() < UNBUFFERED,
+        "{:?}",
+        published.elapsed()
+    );
+
+    // An idle stream gets its heartbeat through nginx, which is what keeps
+    // it open through proxies that drop quiet connections.
+    match stream.try_next_item(UNBUFFERED).await {
+        Next::Item(Item::Comment(text)) => assert_eq!(text, "hb"),
+        other => panic!("expected a heartbeat on the idle stream, got {other:?}"),
+    }
 }
 
 /// How a node leaves the cluster in [`clients_move_to_the_other_nodes`].

@@ -295,3 +295,14 @@ async fn driver_ready(chromedriver: &mut Child, url: &str) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "apt-get install chromium chromium-driver")]
+    fn a_missing_browser_names_the_packages_to_install() {
+        find_bin("herald-no-such-browser");
+    }
+}
