@@ -226,3 +226,41 @@ async fn many_local_subscribers_of_a_topic_share_one_redis_subscription() {
         assert_eq!(stream.event().await.data, "to all");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_join_and_leave_of_one_topic_ends_subscribed_exactly_while_someone_listens() {
+    let redis = RedisServer::start().await;
+    let node = Node::builder()
+        .env("HERALD__REDIS__URL", &redis.url())
+        .start()
+        .await;
+    let channel = live_channel("flap");
+    let numsub =
+        || async { numsub_counts(&redis.command(&["PUBSUB", "NUMSUB", &channel]).await)[&channel] };
+    // Twenty clients each join and leave the same topic ten times, at once:
+    // the node's topic goes from zero to some subscribers and back over and
+    // over, racing its SUBSCRIBE and UNSUBSCRIBE.
+    join_all((0..20).map(|_| async {
+        for _ in 0..10 {
+            let client = open(std::slice::from_ref(&node), 0, vec!["flap".into()]).await;
+            drop(client);
+        }
+    }))
+    .await;
+    let settled = tokio::time::timeout(TIMEOUT, async {
+        while numsub().await != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        settled.is_ok(),
+        "a subscription stayed with no one listening"
+    );
+
+    // And the next client is served.
+    let mut last = open(std::slice::from_ref(&node), 0, vec!["flap".into()]).await;
+    assert_eq!(numsub().await, 1);
+    node.api().publish_ok("flap", json!("served")).await;
+    assert_eq!(last.stream.event().await.data, "served");
+}
