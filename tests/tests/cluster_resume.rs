@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use herald_testkit::{
-    start_nodes, Event, Item, Next, Node, PublishLog, PublisherLoop, RedisServer, SseStream,
-    TIMEOUT,
+    eventually, start_nodes, Event, Item, Next, Node, PublishLog, PublisherLoop, RedisServer,
+    SseStream, TIMEOUT,
 };
 use serde_json::{json, Value};
 
@@ -239,9 +239,21 @@ fn assert_exactly_the_accepted(events: &[Event], topics: &[&str], log: &PublishL
     }
 }
 
-#[tokio::test]
-async fn clients_of_a_killed_node_resume_on_another_and_miss_nothing() {
-    let (_redis, mut nodes) = cluster(3, &[]).await;
+/// How a node goes away under its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGKILL: connections reset, no goodbye.
+    Kill,
+    /// SIGTERM: streams closed over the drain timeout, presence removed.
+    Drain,
+}
+
+/// Two clients of node C (one single-topic, one multi-topic) while a
+/// backend publishes on node A; C goes away; the clients reconnect to node
+/// B with the last id they received and must end up with every accepted
+/// event exactly once, in order.
+async fn clients_resume_elsewhere(stop: Stop) {
+    let (_redis, mut nodes) = cluster(3, &[("HERALD__SERVER__DRAIN_TIMEOUT", "1s")]).await;
     let mut single = nodes[2].subscribe(&["p"]).await;
     let mut multi = nodes[2].subscribe(&["p", "q"]).await;
     let publisher = PublisherLoop::start(
@@ -253,7 +265,10 @@ async fn clients_of_a_killed_node_resume_on_another_and_miss_nothing() {
     let mut single_events = single.events(10, TIMEOUT).await;
     let mut multi_events = multi.events(10, TIMEOUT).await;
 
-    nodes[2].kill();
+    match stop {
+        Stop::Kill => nodes[2].kill(),
+        Stop::Drain => nodes[2].start_terminating(),
+    }
     single_events.extend(events_until_closed(&mut single).await);
     multi_events.extend(events_until_closed(&mut multi).await);
     // Reconnect to a surviving node with the last id each client received,
@@ -300,6 +315,27 @@ async fn clients_of_a_killed_node_resume_on_another_and_miss_nothing() {
         .collect();
     assert_eq!(ids, accepted, "single-topic ids are the publish cursors");
     assert_exactly_the_accepted(&multi_events, &["p", "q"], &log, "multi-topic client");
+
+    if stop == Stop::Drain {
+        // A node that stops cleanly stops counting at once, not after its
+        // heartbeat ages out: only the two reconnected clients remain.
+        assert!(nodes[2].wait_exit(TIMEOUT).await.success());
+        eventually(TIMEOUT, "2 subscribers of p", || async {
+            let info = nodes[0].api().topic_info("p").await;
+            (info.body["subscribers"] == 2).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn clients_of_a_killed_node_resume_on_another_and_miss_nothing() {
+    clients_resume_elsewhere(Stop::Kill).await;
+}
+
+#[tokio::test]
+async fn clients_of_a_draining_node_resume_on_another_and_miss_nothing() {
+    clients_resume_elsewhere(Stop::Drain).await;
 }
 
 #[tokio::test]
