@@ -17,7 +17,7 @@
 //! per input, exact bytes, the layout cargo-fuzz uses for a corpus): every
 //! seed runs as it is first, then proptest draws a mix of seeds, seeds with
 //! byte-level mutations, and inputs built from nothing. A failing case is
-//! shrunk and written to the test's `.proptest-regressions` file; commit it,
+//! shrunk and written beside the test as `<test>.regressions`; commit it,
 //! or copy the input into the seeds, so it runs forever after.
 //!
 //! Everything runs in-process through herald's public library API; no
@@ -49,11 +49,13 @@ pub const JWT_SECRET: &str = "fuzz-secret";
 pub const PUBLISH_KEY: &str = "fuzz-publish-key";
 
 /// The proptest configuration of every in-process target: `PROPTEST_CASES`
-/// or [`DEFAULT_CASES`], failures persisted next to the test source.
-pub fn config() -> Config {
+/// or [`DEFAULT_CASES`], failures persisted beside `source_file` (pass
+/// `file!()`) as `<name>.regressions` and replayed first on every run.
+pub fn config(source_file: &'static str) -> Config {
     Config {
         cases: cases_from_env("PROPTEST_CASES", DEFAULT_CASES),
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        source_file: Some(source_file),
         ..Config::default()
     }
 }

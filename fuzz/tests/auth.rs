@@ -202,7 +202,7 @@ fn any_change_to_a_valid_token_makes_it_refused() {
     let auth = auth();
     let token = valid_token();
     let inputs = (proptest::collection::vec(tamper(), 1..4), any::<u8>());
-    TestRunner::new(config())
+    TestRunner::new(config(file!()))
         .run(&inputs, |(tampers, place)| {
             let tampered = tampers
                 .iter()
@@ -236,7 +236,7 @@ fn arbitrary_publisher_credentials_are_refused_unless_they_are_the_key_or_a_vali
         Just(token.clone().into_bytes()),
         proptest::collection::vec(any::<u8>(), 0..40),
     ];
-    TestRunner::new(config())
+    TestRunner::new(config(file!()))
         .run(&(scheme, credential), |(scheme, credential)| {
             let value = [scheme.as_slice(), &credential].concat();
             // Values a client cannot send (CR, LF, NUL) never reach herald.
@@ -300,7 +300,7 @@ fn cors_echoes_only_listed_origins_and_never_a_header_breaking_value() {
         vec!["https://app.example".to_owned()],
         vec!["https://app.example".to_owned(), "*".to_owned()],
     ]);
-    TestRunner::new(config())
+    TestRunner::new(config(file!()))
         .run(&(lists, proptest::option::of(origins)), |(allowed, origin)| {
             let headers = cors::headers_for(&allowed, origin.as_deref());
             for (name, value) in &headers {

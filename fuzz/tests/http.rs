@@ -317,7 +317,7 @@ fn hostile_bytes_never_get_a_5xx_nor_stop_the_node() {
         cases,
         // Shrinking replays against the live node; keep it short.
         max_shrink_iters: 200,
-        ..config()
+        ..config(file!())
     })
     .run(&inputs, |(bytes, cuts)| check(packets(&bytes, &cuts)))
     .unwrap();

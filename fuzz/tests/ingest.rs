@@ -286,7 +286,7 @@ fn every_publish_seed_is_judged_as_the_contract_says() {
 
 #[test]
 fn mutated_publish_bodies_never_panic_and_match_the_contract() {
-    TestRunner::new(config())
+    TestRunner::new(config(file!()))
         .run(&mutated("publish"), |body| {
             check_publish(&body, &default_limits())?;
             check_publish(&body, &small_limits())
@@ -344,7 +344,7 @@ fn publish_object() -> impl Strategy<Value = Value> {
 
 #[test]
 fn generated_publish_objects_match_the_contract() {
-    TestRunner::new(config())
+    TestRunner::new(config(file!()))
         .run(&publish_object(), |object| {
             let body = object.to_string();
             check_publish(body.as_bytes(), &default_limits())?;
@@ -368,7 +368,7 @@ fn mutated_and_generated_batches_never_panic_and_name_the_bad_message() {
             .into_bytes()
     });
     let inputs = prop_oneof![mutated("batch"), generated];
-    TestRunner::new(config())
+    TestRunner::new(config(file!()))
         .run(&inputs, |body| {
             check_batch(&body, &default_limits())?;
             check_batch(&body, &small_limits())

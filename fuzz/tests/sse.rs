@@ -130,7 +130,7 @@ fn encoded_frames_carry_exactly_one_event_with_the_given_fields() {
         data_text(),
         proptest::collection::vec(any::<usize>(), 0..6),
     );
-    TestRunner::new(config())
+    TestRunner::new(config(file!()))
         .run(&inputs, |(id, event, data, cuts)| {
             let breaks =
                 |s: &Option<String>| s.as_ref().is_some_and(|s| s.contains(['\r', '\n', '\0']));
@@ -163,7 +163,7 @@ fn every_stored_event_is_one_frame_whatever_its_name_and_data() {
         proptest::option::of(names),
         data_text(),
     );
-    TestRunner::new(config())
+    TestRunner::new(config(file!()))
         .run(&inputs, |(topic, (epoch, seq), name, data)| {
             let topic = Topic::new(&topic).expect("generated topics are valid");
             let position = Position::new(epoch, if epoch == 0 { 0 } else { seq });
@@ -186,7 +186,7 @@ fn every_stored_event_is_one_frame_whatever_its_name_and_data() {
 
 #[test]
 fn comments_stay_one_comment_line() {
-    TestRunner::new(config())
+    TestRunner::new(config(file!()))
         .run(&data_text(), |text| {
             let line = herald_sse::comment(&text);
             let items = parse_all(&line);
@@ -217,7 +217,7 @@ fn the_parser_never_panics_and_ignores_how_input_is_split() {
         mutated("sse-stream"),
         proptest::collection::vec(any::<usize>(), 0..12),
     );
-    TestRunner::new(config())
+    TestRunner::new(config(file!()))
         .run(&inputs, |(bytes, cuts)| {
             let whole = parse_all(&bytes);
             let split = parse_split(&bytes, &cuts);

@@ -79,7 +79,7 @@ fn mutated_subscribe_heads_never_panic_and_are_only_refused_with_400_401_403() {
         proptest::option::of(mutated("token")),
     );
     with_state(|state| {
-        TestRunner::new(config())
+        TestRunner::new(config(file!()))
             .run(&inputs, |(query, last_event_id, authorization, cookie)| {
                 let authorization = authorization.map(|t| [b"Bearer ".as_slice(), &t].concat());
                 let cookie = cookie.map(|t| [b"herald_token=".as_slice(), &t].concat());
@@ -239,7 +239,7 @@ fn query_encode(text: &str) -> String {
 #[test]
 fn requests_built_from_known_parts_get_the_status_the_contract_gives() {
     with_state(|state| {
-        TestRunner::new(config())
+        TestRunner::new(config(file!()))
             .run(&request(), |request| {
                 let jwt = match &request.credential {
                     Credential::None => None,
@@ -300,7 +300,7 @@ fn topic_names_are_accepted_exactly_when_the_contract_allows_them() {
         "[A-Za-z0-9_.:/@~-]{1,210}",
         ".{0,20}",
     ];
-    TestRunner::new(config())
+    TestRunner::new(config(file!()))
         .run(&names, |name| {
             let expected = (1..=200).contains(&name.len())
                 && name
@@ -325,7 +325,7 @@ fn event_names_are_accepted_exactly_when_the_contract_allows_them() {
         "(herald\\.)?[^\\x00-\\x1f\\x7f]{0,70}",
         ".{0,20}",
     ];
-    TestRunner::new(config())
+    TestRunner::new(config(file!()))
         .run(&names, |name| {
             let expected = (1..=64).contains(&name.len())
                 && !name.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}')
@@ -359,7 +359,7 @@ fn arbitrary_cursors_never_panic_and_written_cursors_read_back() {
     });
     let entries = proptest::collection::vec(entry, 1..70);
     let garbage = prop_oneof![mutated_text("cursor"), "[A-Za-z0-9_-]{0,64}"];
-    TestRunner::new(config())
+    TestRunner::new(config(file!()))
         .run(&(entries, garbage), |(entries, garbage)| {
             let _ = Cursor::decode(&garbage);
             let text = cursor::encode(entries.iter().copied());
