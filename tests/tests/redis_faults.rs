@@ -212,12 +212,27 @@ fn assert_every_accepted_event_once(log: &PublishLog, received: &[Vec<Event>]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_without_persistence_delivers_every_later_event_after_one_resync() {
+    restart_without_persistence(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_crash_without_persistence_delivers_every_later_event_after_one_resync() {
+    restart_without_persistence(true).await;
+}
+
+/// Redis stopped (SIGTERM) or crashed (SIGKILL) mid-stream, and started
+/// again empty on the same port.
+async fn restart_without_persistence(crash: bool) {
     let mut redis = RedisServer::start().await;
     let scenario = Scenario::start(&redis.url(), "lost").await;
     let started = Instant::now();
     scenario.wait_accepted_after(started).await;
 
-    redis.stop().await;
+    if crash {
+        redis.kill();
+    } else {
+        redis.stop().await;
+    }
     let stopped = Instant::now();
     scenario.expect_broker_down().await;
     // A new stream meanwhile is not an error (EventSource would give up
