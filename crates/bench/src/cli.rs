@@ -158,6 +158,11 @@ pub struct SummarizeArgs {
     /// JSON-lines result files.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
+    /// Leave out runs during which other processes kept more than this many
+    /// cores busy (`other_cpu_cores`): a noise filter, applied to every
+    /// server alike.
+    #[arg(long)]
+    pub max_other_cpu: Option<f64>,
 }
 
 /// Arguments of `chart`.
@@ -169,6 +174,9 @@ pub struct ChartArgs {
     /// SVG file to write.
     #[arg(long)]
     pub output: PathBuf,
+    /// As for `summarize`.
+    #[arg(long)]
+    pub max_other_cpu: Option<f64>,
 }
 
 #[cfg(test)]

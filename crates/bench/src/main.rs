@@ -32,12 +32,23 @@ fn main() -> Result<()> {
             return Ok(());
         }
         Command::Summarize(args) => {
-            let reports = summary::load(&args.inputs)?;
+            let mut reports = summary::load(&args.inputs)?;
+            if let Some(max) = args.max_other_cpu {
+                let before = reports.len();
+                reports.retain(|r| r.other_cpu_cores <= max);
+                println!(
+                    "_{} of {before} runs kept: other processes used at most {max} cores during them._",
+                    reports.len()
+                );
+            }
             print!("{}", summary::markdown(&reports));
             return Ok(());
         }
         Command::Chart(args) => {
-            let reports = summary::load(&args.inputs)?;
+            let mut reports = summary::load(&args.inputs)?;
+            if let Some(max) = args.max_other_cpu {
+                reports.retain(|r| r.other_cpu_cores <= max);
+            }
             let svg = chart::render(&reports);
             std::fs::write(&args.output, svg)
                 .with_context(|| format!("writing {}", args.output.display()))?;
