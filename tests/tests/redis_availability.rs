@@ -1,7 +1,9 @@
 //! Redis up but not fully available (DESIGN.md §3, §5): down when a node
 //! starts (the node starts unready and becomes ready by itself), or
-//! refusing writes because it is out of memory (publishes cannot be stored
-//! and must say "retry later"; reads and open streams are unaffected).
+//! refusing writes because it is out of memory or has become a read-only
+//! replica (as an old primary does after a failover): publishes cannot be
+//! stored and must say "retry later"; reads and open streams are
+//! unaffected.
 
 use std::time::Duration;
 
@@ -94,4 +96,32 @@ async fn reads_keep_working_while_redis_refuses_writes() {
         (event.data.as_str(), event.id.as_str()),
         ("e1", ids[1].as_str())
     );
+}
+
+#[tokio::test]
+#[ignore = "BUG: a publish refused by a read-only replica (READONLY) is answered 500 without Retry-After"]
+async fn publish_while_redis_is_a_read_only_replica_is_503_with_retry_after() {
+    let redis = RedisServer::start().await;
+    let node = Node::builder()
+        .env("HERALD__REDIS__URL", &redis.url())
+        .start()
+        .await;
+    let mut stream = node.subscribe(&["t"]).await;
+    node.api().publish_ok("t", json!("before")).await;
+    // Demoted, as a failover demotes the old primary; its primary (port 1)
+    // never answers, so its data stays as it was.
+    let reply = redis.command(&["REPLICAOF", "127.0.0.1", "1"]).await;
+    assert_eq!(reply, Resp::Simple("OK".into()));
+    let reply = node
+        .api()
+        .publish(&json!({"topic": "t", "data": "refused"}))
+        .await;
+    reply.assert_problem(503);
+    assert!(reply.header("retry-after").is_some(), "{reply:?}");
+    // Promoted again, it takes publishes; the stream lost nothing.
+    redis.command(&["REPLICAOF", "NO", "ONE"]).await;
+    node.api().publish_ok("t", json!("after")).await;
+    let events = stream.events(2, TIMEOUT).await;
+    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(data, ["before", "after"]);
 }
