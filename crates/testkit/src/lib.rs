@@ -30,6 +30,7 @@
 //! - [`Browser`]: headless Chromium and chromedriver, for the demo page;
 //!   screenshots go to [`test_artifact_dir`].
 //! - [`Exposition`]: a strict parser of the Prometheus text format.
+//! - [`TokenSigner`]: HS256, RS256 and ES256 tokens signed by `openssl`.
 //! - [`eventually`], [`free_port`], [`restartable_port`], [`herald_bin`].
 #![warn(missing_docs)]
 
@@ -38,6 +39,7 @@ mod binary;
 mod browser;
 mod child;
 mod cluster;
+mod jwt;
 mod logs;
 mod nginx;
 mod node;
@@ -65,6 +67,7 @@ pub use cluster::{
     start_nodes,
 };
 pub use herald_sse::{Event, Item};
+pub use jwt::{base64url, unix_now, unsigned_token, TokenSigner};
 pub use logs::test_log_dir;
 pub use nginx::Nginx;
 pub use node::Node;
