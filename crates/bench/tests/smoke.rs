@@ -60,6 +60,10 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
 }
 
 fn start_herald() -> HeraldGuard {
+    start_herald_with(&[])
+}
+
+fn start_herald_with(env: &[(&str, String)]) -> HeraldGuard {
     let bin = herald_bin();
     assert!(
         bin.is_file(),
@@ -77,6 +81,7 @@ fn start_herald() -> HeraldGuard {
         .arg("serve")
         .env("HERALD__SERVER__BIND", "127.0.0.1:0")
         .env("HERALD__LOG__LEVEL", "info")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -202,6 +207,87 @@ fn idle_holds_every_stream() {
     assert_eq!(n(&report, "connected"), 20, "{report}");
     assert_eq!(n(&report, "disconnects"), 0, "{report}");
     assert!(report["rss_per_conn_bytes"].is_number(), "{report}");
+}
+
+/// A `redis-server` on a free port with no persistence, stopped when
+/// dropped.
+struct RedisGuard {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Drop for RedisGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory removed when dropped (redis-server needs a working dir).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start_redis() -> Option<RedisGuard> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = probe.local_addr().expect("bound").port();
+    drop(probe);
+    let dir =
+        std::env::temp_dir().join(format!("herald-bench-redis-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--dir"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        eprintln!("!!! redis-server is not installed: skipping the Redis-mode smoke run !!!");
+        let _ = std::fs::remove_dir_all(&dir);
+        return None;
+    };
+    let guard = RedisGuard {
+        child,
+        port,
+        _dir: TempDir(dir),
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(guard);
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!("redis-server did not start on port {port}");
+}
+
+#[test]
+fn two_redis_nodes_deliver_every_event_once() {
+    let Some(redis) = start_redis() else { return };
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let a = start_herald_with(&[("HERALD__REDIS__URL", url.clone())]);
+    let b = start_herald_with(&[("HERALD__REDIS__URL", url)]);
+    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    for (scenario, rate) in [("fanout", "50"), ("push", "max")] {
+        let mut args = run_args(scenario, &a_addr, rate);
+        args.extend(["--server", &b_addr]);
+        let report = bench(&args);
+        assert_exactly_once(&report);
+        assert_eq!(n(&report, "nodes"), 2);
+    }
 }
 
 #[test]
