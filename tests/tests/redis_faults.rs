@@ -342,7 +342,6 @@ async fn restart_without_persistence(crash: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a Redis restart that keeps its data is taken for a failover: every topic resyncs and events accepted just after the restart are deleted"]
 async fn redis_restart_with_persistence_catches_up_from_history_without_resync() {
     let mut redis = DurableRedis::start().await;
     let scenario = Scenario::start(&redis.url(), "durable").await;

@@ -212,7 +212,6 @@ async fn events_trimmed_while_nodes_could_not_subscribe_give_one_resync_for_just
 }
 
 #[tokio::test]
-#[ignore = "BUG: a history lost while a node was unsubscribed is not resynced until the topic's next publish"]
 async fn history_lost_while_nodes_could_not_subscribe_is_resynced_once_they_are_back() {
     let mut redis = RedisServer::start().await;
     let nodes = cluster(&redis, &[]).await;
@@ -238,7 +237,6 @@ async fn history_lost_while_nodes_could_not_subscribe_is_resynced_once_they_are_
 }
 
 #[tokio::test]
-#[ignore = "BUG: after a Redis restart without data, other nodes' subscribers are not counted for up to 20 s"]
 async fn presence_counts_come_back_after_a_redis_restart() {
     let mut redis = RedisServer::start().await;
     let nodes = cluster(&redis, &[]).await;

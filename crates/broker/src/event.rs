@@ -105,6 +105,19 @@ pub struct SharedEvent {
     /// When it was stored, in microseconds since the Unix epoch; the start of
     /// the delivery-lag measurement.
     pub stored_at_us: u64,
+    /// What it is: an event to write, or a reset of the topic's position.
+    pub kind: EventKind,
+}
+
+/// What a [`SharedEvent`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// An event to write to subscribers.
+    Message,
+    /// No event: the topic's history was lost while this node could not
+    /// follow it, so streams must resync the topic and continue from
+    /// `position`.
+    Reset,
 }
 
 impl SharedEvent {
@@ -124,6 +137,19 @@ impl SharedEvent {
             position,
             frame,
             stored_at_us,
+            kind: EventKind::Message,
+        }
+    }
+
+    /// A reset of `topic`: its history was lost; streams resync it and
+    /// continue from `position`.
+    pub fn reset(topic: Topic, position: Position) -> Self {
+        Self {
+            topic,
+            position,
+            frame: EventFrame::default(),
+            stored_at_us: now_micros(),
+            kind: EventKind::Reset,
         }
     }
 }

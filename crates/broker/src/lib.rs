@@ -21,7 +21,9 @@ pub use crate::redis::{BrokerMetrics, RedisBroker};
 pub use broker::{Broker, Resume, TopicInfo};
 pub use cursor::{Cursor, Position};
 pub use error::{BrokerError, CursorError, EventNameError, TopicError};
-pub use event::{now_micros, EventName, Message, Receipt, SharedEvent, Target, MAX_EVENT_NAME_LEN};
+pub use event::{
+    now_micros, EventKind, EventName, Message, Receipt, SharedEvent, Target, MAX_EVENT_NAME_LEN,
+};
 pub use memory::{HistorySettings, MemoryBroker};
 pub use queue::{Batch, CloseReason, Pushed, SubscriberQueue};
 pub use registry::{RegistryMetrics, SubscriptionGuard, TopicRegistry};

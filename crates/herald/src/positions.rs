@@ -91,6 +91,21 @@ impl StreamPositions {
         verdict
     }
 
+    /// Moves `topic` to `position` after its history was lost. Returns
+    /// whether the stream must resync it: false when the stream already is
+    /// at or past that point of the new history.
+    pub fn reset(&mut self, topic: &Topic, position: Position) -> bool {
+        let Some(entry) = self.find(topic) else {
+            return false;
+        };
+        let current = entry.position;
+        if current.epoch == position.epoch && current.seq >= position.seq {
+            return false;
+        }
+        entry.position = position;
+        true
+    }
+
     /// The stream's current resume point, as an `id:` value.
     pub fn id(&self) -> String {
         cursor::encode(self.topics.iter().map(|t| (t.tag, t.position)))
@@ -141,6 +156,16 @@ mod tests {
         assert_eq!(positions.accept(&event(&t, 9, 1)), Verdict::Deliver);
         let mut positions = StreamPositions::new(std::slice::from_ref(&t));
         assert_eq!(positions.accept(&event(&t, 9, 2)), Verdict::Gap);
+    }
+
+    #[test]
+    fn a_reset_moves_the_stream_unless_it_is_already_there() {
+        let t = Topic::new("t").unwrap();
+        let mut positions = StreamPositions::new(std::slice::from_ref(&t));
+        positions.set(&t, Position::new(5, 9));
+        assert!(positions.reset(&t, Position::new(8, 0)));
+        assert!(!positions.reset(&t, Position::new(8, 0)));
+        assert_eq!(positions.accept(&event(&t, 8, 1)), Verdict::Deliver);
     }
 
     #[test]

@@ -17,7 +17,9 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::Stream;
-use herald_broker::{now_micros, Batch, SharedEvent, SubscriberQueue, SubscriptionGuard, Topic};
+use herald_broker::{
+    now_micros, Batch, EventKind, SharedEvent, SubscriberQueue, SubscriptionGuard, Topic,
+};
 use serde_json::json;
 
 use crate::{
@@ -91,6 +93,12 @@ impl EventStream {
     /// Queues `event` unless the stream already has it. Returns whether it
     /// was queued.
     pub fn push_event(&mut self, event: &SharedEvent) -> bool {
+        if event.kind == EventKind::Reset {
+            if self.positions.reset(&event.topic, event.position) {
+                self.push_resync(std::slice::from_ref(&event.topic));
+            }
+            return false;
+        }
         match self.positions.accept(event) {
             Verdict::Duplicate => return false,
             Verdict::Gap => {

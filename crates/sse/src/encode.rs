@@ -12,7 +12,7 @@ use crate::FieldError;
 
 /// One encoded event: an optional `id:` line followed by the body
 /// (`event:` and `data:` lines and the blank line that dispatches it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EventFrame {
     bytes: Bytes,
     body_start: usize,
@@ -34,7 +34,8 @@ impl EventFrame {
         self.bytes.len()
     }
 
-    /// Always false: a frame holds at least its `data:` line.
+    /// Whether the frame is empty (only the default frame is: an encoded
+    /// event holds at least its `data:` line).
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }

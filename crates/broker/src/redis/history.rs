@@ -1,10 +1,10 @@
 //! Reading topics' history out of Redis.
 //!
-//! A read is one `MULTI` block: the current incarnation first, then each
-//! topic's window (epoch, first and last sequence numbers) and, when asked,
-//! the entries after a position. One block means trimming between the reads
-//! cannot open an unnoticed gap, and a history from another incarnation (see
-//! `keys::INCARNATION`) reads as no history at all.
+//! A read is one read-only script (`read.lua`): the current incarnation
+//! first, then each topic's window (epoch, first and last sequence numbers)
+//! and, when asked, the entries after a position. One atomic step means
+//! trimming between the reads cannot open an unnoticed gap; a history from
+//! another incarnation (see `keys::INCARNATION`) reads as no history at all.
 
 use std::sync::Arc;
 
@@ -25,62 +25,60 @@ pub(crate) struct HistorySlice {
 /// with [`Replies`].
 #[derive(Debug)]
 pub(crate) struct HistoryRead {
-    pipe: redis::Pipeline,
+    keys: Vec<String>,
+    args: Vec<String>,
 }
 
+static READ_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("read.lua")));
+
 impl HistoryRead {
-    /// An atomic read starting with the current incarnation.
+    /// A read; its first reply is the current incarnation.
     pub(crate) fn new() -> Self {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("GET").arg(keys::INCARNATION);
-        Self { pipe }
+        Self {
+            keys: vec![keys::INCARNATION.to_owned()],
+            args: Vec::new(),
+        }
     }
 
     /// Reads `topic`'s window; decode with [`Replies::window`].
     pub(crate) fn window(&mut self, topic: &Topic) -> &mut Self {
-        self.pipe
-            .cmd("HMGET")
-            .arg(keys::meta(topic))
-            .arg("epoch")
-            .arg("seq")
-            .arg("inc");
-        self.pipe
-            .cmd("XRANGE")
-            .arg(keys::events(topic))
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1);
-        self
+        self.add(topic, None, 0, false)
+    }
+
+    /// Reads `topic`'s window and stream length; decode with
+    /// [`Replies::window`] then [`Replies::value`].
+    pub(crate) fn window_and_length(&mut self, topic: &Topic) -> &mut Self {
+        self.add(topic, None, 0, true)
     }
 
     /// Reads `topic`'s window and up to `max` events after `after`; decode
     /// with [`Replies::slice`].
     pub(crate) fn after(&mut self, topic: &Topic, after: u64, max: usize) -> &mut Self {
-        self.window(topic);
-        let from = format!("{}-0", after + 1);
-        self.pipe
-            .cmd("XRANGE")
-            .arg(keys::events(topic))
-            .arg(from)
-            .arg("+")
-            .arg("COUNT")
-            .arg(max);
-        self
+        self.add(topic, Some(after), max, false)
     }
 
-    /// Any further command, decoded with [`Replies::value`].
-    pub(crate) fn command(&mut self, name: &str, key: &str) -> &mut Self {
-        self.pipe.cmd(name).arg(key);
+    fn add(&mut self, topic: &Topic, after: Option<u64>, max: usize, length: bool) -> &mut Self {
+        self.keys.push(keys::meta(topic));
+        self.keys.push(keys::events(topic));
+        self.args
+            .push(after.map_or_else(|| "-1".to_owned(), |a| a.to_string()));
+        self.args.push(max.to_string());
+        self.args.push(if length { "1" } else { "0" }.to_owned());
         self
     }
 
     /// Runs the read.
     pub(crate) async fn run(&self, pool: &deadpool_redis::Pool) -> Result<Replies, BrokerError> {
-        let mut values: std::vec::IntoIter<Value> = super::query::<Vec<Value>>(pool, &self.pipe)
-            .await?
-            .into_iter();
+        let mut invocation = READ_SCRIPT.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        for arg in &self.args {
+            invocation.arg(arg);
+        }
+        let values: Vec<Value> = super::invoke(pool, &invocation).await?;
+        let mut values = values.into_iter();
         let incarnation: Option<String> =
             redis::from_redis_value(values.next().ok_or_else(short)?).map_err(protocol)?;
         Ok(Replies {

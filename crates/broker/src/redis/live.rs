@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashSet,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -19,6 +19,9 @@ pub(crate) struct LiveState {
     active: Mutex<HashSet<Topic>>,
     changed: Notify,
     up: AtomicBool,
+    // Counts successful connections, so presence can tell Redis may have
+    // lost what it wrote before.
+    connections: AtomicU64,
 }
 
 impl LiveState {
@@ -45,7 +48,13 @@ impl LiveState {
     }
 
     pub(crate) fn set_up(&self) {
+        self.connections.fetch_add(1, Ordering::AcqRel);
         self.up.store(true, Ordering::Release);
+    }
+
+    /// How many times the broker connection came up.
+    pub(crate) fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_up(&self) -> bool {

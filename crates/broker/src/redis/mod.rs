@@ -125,6 +125,7 @@ impl RedisBroker {
             tokio::spawn(presence::run(
                 pool.clone(),
                 Arc::clone(&registry),
+                Arc::clone(&live),
                 node.clone(),
             )),
         ];
@@ -166,10 +167,34 @@ pub(crate) async fn query<T: redis::FromRedisValue>(
         .map_err(|_| BrokerError::unavailable("redis did not answer in time"))?
 }
 
-/// Connection and I/O failures mean "try again later"; anything else is a
-/// protocol surprise.
+/// Runs a prepared script on a pooled connection within
+/// [`COMMAND_TIMEOUT`].
+pub(crate) async fn invoke<T: redis::FromRedisValue>(
+    pool: &Pool,
+    invocation: &redis::ScriptInvocation<'_>,
+) -> Result<T, BrokerError> {
+    let work = async {
+        let mut conn = pool.get().await.map_err(BrokerError::unavailable)?;
+        invocation
+            .invoke_async::<T>(&mut conn)
+            .await
+            .map_err(classify)
+    };
+    tokio::time::timeout(COMMAND_TIMEOUT, work)
+        .await
+        .map_err(|_| BrokerError::unavailable("redis did not answer in time"))?
+}
+
+/// Failures that pass mean "try again later": a lost connection, a Redis
+/// still loading, out of memory, or a read-only replica (as during a
+/// failover). Anything else is a protocol surprise.
 fn classify(error: redis::RedisError) -> BrokerError {
-    if error.is_io_error()
+    let refusing = matches!(
+        error.code(),
+        Some("OOM" | "READONLY" | "LOADING" | "MASTERDOWN")
+    );
+    if refusing
+        || error.is_io_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || error.is_timeout()
@@ -204,12 +229,12 @@ pub(crate) async fn read_heads(
 }
 
 /// Notices a failover and rotates the incarnation (see
-/// `keys::INCARNATION`). The primary's replication id changes when a
-/// replica is promoted; the id herald recorded travels with the data, so a
-/// promoted replica carries the old primary's id and the difference shows.
-/// Several nodes may rotate at once, which only rotates more than needed.
-/// (A restart that keeps data but not its replication id also rotates: every
-/// client then resyncs once, which is safe.)
+/// `keys::INCARNATION`). A promoted replica names its old primary's
+/// replication id as `master_replid2`, and carries the id herald recorded
+/// (it travels with the data): when the two match, the primary changed and
+/// may lack the newest events. Any other change of id (a restart, with or
+/// without its data) is only recorded: a restart that kept its data lost
+/// nothing, and one that lost it shows up as missing histories anyway.
 pub(crate) async fn check_failover(pool: &Pool) -> Result<(), BrokerError> {
     let mut pipe = redis::pipe();
     pipe.cmd("INFO")
@@ -217,21 +242,25 @@ pub(crate) async fn check_failover(pool: &Pool) -> Result<(), BrokerError> {
         .cmd("GET")
         .arg(keys::REPLICATION_ID);
     let (info, recorded): (String, Option<String>) = query(pool, &pipe).await?;
-    let Some(current) = info.lines().find_map(|l| l.strip_prefix("master_replid:")) else {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::trim)
+            .map(str::to_owned)
+    };
+    let Some(current) = field("master_replid:") else {
         return Ok(());
     };
-    let current = current.trim();
+    if recorded.as_deref() == Some(current.as_str()) {
+        return Ok(());
+    }
     let mut pipe = redis::pipe();
-    match recorded {
-        Some(recorded) if recorded == current => return Ok(()),
-        Some(_) => {
-            tracing::warn!("the redis primary changed: histories are invalidated, clients resync");
-            pipe.cmd("SET")
-                .arg(keys::INCARNATION)
-                .arg(new_epoch())
-                .ignore();
-        }
-        None => {}
+    if recorded.is_some() && recorded == field("master_replid2:") {
+        tracing::warn!("a replica was promoted: histories are invalidated, clients resync");
+        pipe.cmd("SET")
+            .arg(keys::INCARNATION)
+            .arg(new_epoch())
+            .ignore();
     }
     pipe.cmd("SET")
         .arg(keys::REPLICATION_ID)
@@ -272,16 +301,7 @@ impl Broker for RedisBroker {
                     .arg(new_epoch());
             }
         }
-        let work = async {
-            let mut conn = self.pool.get().await.map_err(BrokerError::unavailable)?;
-            invocation
-                .invoke_async::<Vec<String>>(&mut conn)
-                .await
-                .map_err(classify)
-        };
-        let receipts = tokio::time::timeout(COMMAND_TIMEOUT, work)
-            .await
-            .map_err(|_| BrokerError::unavailable("redis did not answer in time"))??;
+        let receipts: Vec<String> = invoke(&self.pool, &invocation).await?;
         receipts
             .iter()
             .map(|text| {
@@ -331,7 +351,7 @@ impl Broker for RedisBroker {
 
     async fn topic_info(&self, topic: &Topic) -> Result<TopicInfo, BrokerError> {
         let mut read = HistoryRead::new();
-        read.window(topic).command("XLEN", &keys::events(topic));
+        read.window_and_length(topic);
         let mut replies = read.run(&self.pool).await?;
         let window = replies.window()?;
         let length: u64 = redis::from_redis_value(replies.value()?)

@@ -11,7 +11,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use deadpool_redis::Pool;
 
-use super::keys;
+use super::{keys, live::LiveState};
 use crate::{now_micros, BrokerError, Topic, TopicRegistry};
 
 /// How often a node publishes its counts and heartbeat.
@@ -26,14 +26,23 @@ const FULL_REFRESH_EVERY: u32 = 10;
 
 /// Publishes this node's counts. Owned by the task spawned in
 /// `RedisBroker::start`; runs until aborted.
-pub(crate) async fn run(pool: Pool, registry: Arc<TopicRegistry>, node: String) {
+pub(crate) async fn run(
+    pool: Pool,
+    registry: Arc<TopicRegistry>,
+    live: Arc<LiveState>,
+    node: String,
+) {
     let mut flushed: HashMap<Topic, usize> = HashMap::new();
     let mut ticker = tokio::time::interval(FLUSH_EVERY);
     let mut round = 0u32;
+    let mut connection = live.connections();
     loop {
         ticker.tick().await;
         let counts: HashMap<Topic, usize> = registry.counts().into_iter().collect();
-        let full = round.is_multiple_of(FULL_REFRESH_EVERY);
+        // After a reconnect, Redis may have restarted without what was
+        // written before: write everything again.
+        let reconnected = std::mem::replace(&mut connection, live.connections()) != connection;
+        let full = reconnected || round.is_multiple_of(FULL_REFRESH_EVERY);
         round = round.wrapping_add(1);
         let mut pipe = redis::pipe();
         pipe.cmd("ZADD")

@@ -210,6 +210,16 @@ impl Subscriber {
                     again.after(topic, 0, self.max_events);
                     slice = again.run(&self.pool).await?.slice(topic)?;
                 }
+                if position.epoch != 0 && slice.window.epoch != position.epoch {
+                    // What this node had delivered is gone from Redis, and so
+                    // may be events accepted after it: its streams resync the
+                    // topic now, then follow the new history from its start.
+                    let start =
+                        Position::new(slice.window.epoch, slice.window.first.saturating_sub(1));
+                    self.last.insert(topic.clone(), start);
+                    self.registry
+                        .dispatch(&Arc::new(SharedEvent::reset(topic.clone(), start)));
+                }
                 for event in slice.events {
                     self.dispatch(event);
                 }
