@@ -703,3 +703,23 @@ async fn a_stalled_publish_body_is_cut_off() {
         HEAD_TIMEOUT + TIMEOUT
     );
 }
+
+#[tokio::test]
+#[ignore = "BUG: a JSON array is read as a publish object's fields in order (serde's derived visit_seq in ingest.rs), so [\"t\",null,\"x\",null,null] publishes \"x\" to t; DESIGN.md §3 and openapi.yaml say the body is an object"]
+async fn a_publish_body_that_is_a_json_array_is_400() {
+    let node = Node::start().await;
+    let reply = node
+        .api()
+        .post_bytes("/v1/publish", r#"["t",null,"x",null,null]"#)
+        .await;
+    reply.assert_problem(400);
+    let reply = node
+        .api()
+        .post_bytes(
+            "/v1/publish/batch",
+            r#"{"messages":[["t",null,"x",null,null]]}"#,
+        )
+        .await;
+    reply.assert_problem(400);
+    assert_eq!(node.api().history_length("t").await, 0);
+}
