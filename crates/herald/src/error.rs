@@ -19,6 +19,9 @@ pub enum ApiError {
     /// A body, payload or batch over its limit.
     #[error("{0}")]
     TooLarge(String),
+    /// The client stopped sending its request body.
+    #[error("{0}")]
+    Timeout(String),
     /// Missing or invalid credentials.
     #[error("{0}")]
     Unauthorized(String),
@@ -56,6 +59,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad-request",
             ApiError::TooLarge(_) => "too-large",
+            ApiError::Timeout(_) => "request-timeout",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not-found",
@@ -150,6 +154,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,

@@ -45,9 +45,24 @@ struct BatchBody {
 ///
 /// `400` for bad JSON or fields, `413` for data over the payload limit.
 pub fn parse_publish(body: &[u8], limits: &Limits) -> Result<Message, ApiError> {
-    let object: PublishObject = serde_json::from_slice(body)
+    let value = json_object(body, "publish body")?;
+    let object: PublishObject = serde_json::from_value(value)
         .map_err(|e| ApiError::BadRequest(format!("invalid publish body: {e}")))?;
     validate(object, limits)
+}
+
+/// Parses `body` as JSON and insists on an object: serde's derived structs
+/// would also read an array, field by field, which no client means.
+fn json_object(body: &[u8], what: &str) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid {what}: {e}")))?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "the {what} must be a JSON object"
+        )))
+    }
 }
 
 /// Parses the body of `POST /v1/publish/batch`.
@@ -57,7 +72,7 @@ pub fn parse_publish(body: &[u8], limits: &Limits) -> Result<Message, ApiError> 
 /// `400` or `413` naming the 0-based index of the first bad message; `413`
 /// for more than [`MAX_BATCH`] messages.
 pub fn parse_batch(body: &[u8], limits: &Limits) -> Result<Vec<Message>, ApiError> {
-    let batch: BatchBody = serde_json::from_slice(body)
+    let batch: BatchBody = serde_json::from_value(json_object(body, "batch body")?)
         .map_err(|e| ApiError::BadRequest(format!("invalid batch body: {e}")))?;
     let messages = batch
         .messages
@@ -77,6 +92,11 @@ pub fn parse_batch(body: &[u8], limits: &Limits) -> Result<Vec<Message>, ApiErro
         .into_iter()
         .enumerate()
         .map(|(index, value)| {
+            if !value.is_object() {
+                return Err(ApiError::BadRequest(format!(
+                    "messages[{index}]: must be a JSON object"
+                )));
+            }
             let object: PublishObject = serde_json::from_value(value)
                 .map_err(|e| ApiError::BadRequest(format!("messages[{index}]: {e}")))?;
             validate(object, limits).map_err(|e| at_index(index, e))
@@ -227,6 +247,23 @@ mod tests {
                 "{event}"
             );
         }
+    }
+
+    #[test]
+    fn arrays_are_not_publish_objects() {
+        assert!(matches!(
+            publish(r#"["t", null, "x", null, null]"#),
+            Err(ApiError::BadRequest(_))
+        ));
+        let batch = r#"{"messages":[["t", null, "x", null, null]]}"#;
+        assert!(matches!(
+            parse_batch(batch.as_bytes(), &LIMITS),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_batch(b"[[]]", &LIMITS),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 
     #[test]

@@ -8,6 +8,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogSettings;
 
+/// actix-http logs every request it cannot parse at ERROR: any client could
+/// fill the log with garbage. herald answers those requests; it does not need
+/// them logged. `log.level` can still name the target to see them.
+const QUIET: &str = "actix_http::h1::dispatcher=off";
+
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides
 /// `log.level`.
 ///
@@ -17,7 +22,7 @@ use crate::config::LogSettings;
 pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(value) if !value.is_empty() => EnvFilter::try_new(value)?,
-        _ => EnvFilter::try_new(&settings.level).map_err(|e| {
+        _ => EnvFilter::try_new(format!("{QUIET},{}", settings.level)).map_err(|e| {
             anyhow::anyhow!(
                 "log.level: {:?} is not a valid filter ({e})",
                 settings.level

@@ -39,6 +39,8 @@ pub struct EventStream {
     pending: VecDeque<Bytes>,
     state: Arc<AppState>,
     closed: bool,
+    // Set at the first poll when a closer is registered (see `on_close`).
+    started: Option<Arc<std::sync::atomic::AtomicBool>>,
     // Held for their Drop: leaving the topics and freeing the connection
     // slot when the client goes away or herald closes the stream.
     _subscription: SubscriptionGuard,
@@ -61,15 +63,23 @@ impl EventStream {
             pending: VecDeque::new(),
             state,
             closed: false,
+            started: None,
             _subscription: subscription,
             _connection: connection,
         }
     }
 
     /// Runs `closer` once herald closes this stream (see
-    /// [`SubscriberQueue::on_close`]).
-    pub fn on_close(&self, closer: impl FnOnce() + Send + 'static) {
-        self.queue.on_close(closer);
+    /// [`SubscriberQueue::on_close`]), but only if the transport had started
+    /// reading the stream by then: a stream closed before its first poll
+    /// still gets its head and opening bytes written, then ends normally.
+    pub fn on_close(&mut self, closer: impl FnOnce() + Send + 'static) {
+        let started = Arc::clone(self.started.get_or_insert_with(Arc::default));
+        self.queue.on_close(move || {
+            if started.load(std::sync::atomic::Ordering::Acquire) {
+                closer();
+            }
+        });
     }
 
     /// Queues raw bytes (the opening `retry:` line and comment).
@@ -200,6 +210,9 @@ impl Stream for EventStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(started) = &this.started {
+            started.store(true, std::sync::atomic::Ordering::Release);
+        }
         loop {
             if let Some(bytes) = this.pending.pop_front() {
                 return Poll::Ready(Some(Ok(bytes)));

@@ -40,7 +40,7 @@ async fn handle(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
     response.force_close();
     Ok(
         match subscribe::open(&state.into_inner(), admission).await {
-            Opened::Stream(stream) => {
+            Opened::Stream(mut stream) => {
                 // See `crate::socket`: how a stream actix stopped polling is
                 // still closed when herald closes it.
                 if let Some(socket) = socket::duplicate(&req) {

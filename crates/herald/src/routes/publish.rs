@@ -4,7 +4,7 @@
 //! every node. Fan-out to sockets happens afterwards and never delays the
 //! answer.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
@@ -98,8 +98,15 @@ fn receipt_json(receipt: &Receipt) -> Value {
     }
 }
 
+/// How long a publisher may pause while sending its body, and how long the
+/// whole body may take: a stalled upload must not hold a connection and a
+/// buffer forever.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const BODY_TOTAL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Reads the whole body, refusing it with `413` as soon as it is known to
-/// exceed `limit` (from `Content-Length`, or while reading).
+/// exceed `limit` (from `Content-Length`, or while reading), and with `408`
+/// when the client stops sending.
 async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -118,8 +125,18 @@ async fn read_body(
     if declared.is_some_and(|len| len > limit) {
         return Err(too_large());
     }
+    let deadline = tokio::time::Instant::now() + BODY_TOTAL_TIMEOUT;
+    let stalled = || ApiError::Timeout("the request body stopped arriving".into());
     let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
-    while let Some(chunk) = payload.next().await {
+    loop {
+        let wait =
+            BODY_IDLE_TIMEOUT.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let Some(chunk) = tokio::time::timeout(wait, payload.next())
+            .await
+            .map_err(|_| stalled())?
+        else {
+            return Ok(body);
+        };
         let chunk =
             chunk.map_err(|e| ApiError::BadRequest(format!("could not read the body: {e}")))?;
         if body.len() + chunk.len() > limit {
@@ -127,5 +144,4 @@ async fn read_body(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
 }
