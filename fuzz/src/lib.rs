@@ -23,6 +23,8 @@
 //! Everything runs in-process through herald's public library API; no
 //! server code is changed or mocked for it.
 
+#![warn(missing_docs)]
+
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use herald::{
