@@ -35,7 +35,9 @@ enum Allowance {
 fn allowance(allowed: &[String], origin: Option<&HeaderValue>) -> Option<Allowance> {
     let origin = origin?;
     let text = origin.to_str().ok()?;
-    if allowed.iter().any(|o| o == text) {
+    // `*` in the list is the wildcard, never a listed origin: a request
+    // claiming to come from "*" gets no credentials.
+    if allowed.iter().any(|o| o != "*" && o == text) {
         Some(Allowance::Origin(origin.clone()))
     } else if allowed.iter().any(|o| o == "*") {
         Some(Allowance::Any)

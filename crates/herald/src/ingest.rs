@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use herald_broker::{EventName, Message, Target, Topic};
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde_json::{value::RawValue, Value};
 
 use crate::{config::Limits, error::ApiError};
 
@@ -35,8 +35,9 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
 }
 
 #[derive(Debug, Deserialize)]
-struct BatchBody {
-    messages: Option<Vec<Value>>,
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    messages: Option<Vec<&'a RawValue>>,
 }
 
 /// Parses the body of `POST /v1/publish`.
@@ -45,19 +46,21 @@ struct BatchBody {
 ///
 /// `400` for bad JSON or fields, `413` for data over the payload limit.
 pub fn parse_publish(body: &[u8], limits: &Limits) -> Result<Message, ApiError> {
-    let value = json_object(body, "publish body")?;
-    let object: PublishObject = serde_json::from_value(value)
+    ensure_object(body, "publish body")?;
+    let object: PublishObject = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid publish body: {e}")))?;
     validate(object, limits)
 }
 
-/// Parses `body` as JSON and insists on an object: serde's derived structs
-/// would also read an array, field by field, which no client means.
-fn json_object(body: &[u8], what: &str) -> Result<Value, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid {what}: {e}")))?;
-    if value.is_object() {
-        Ok(value)
+/// Insists that `json` is an object. Deserializing straight into a derived
+/// struct (which refuses duplicate fields) would also accept an array, read
+/// field by field, which no client means.
+fn ensure_object(json: &[u8], what: &str) -> Result<(), ApiError> {
+    let first = json
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first == Some(&b'{') {
+        Ok(())
     } else {
         Err(ApiError::BadRequest(format!(
             "the {what} must be a JSON object"
@@ -72,7 +75,8 @@ fn json_object(body: &[u8], what: &str) -> Result<Value, ApiError> {
 /// `400` or `413` naming the 0-based index of the first bad message; `413`
 /// for more than [`MAX_BATCH`] messages.
 pub fn parse_batch(body: &[u8], limits: &Limits) -> Result<Vec<Message>, ApiError> {
-    let batch: BatchBody = serde_json::from_value(json_object(body, "batch body")?)
+    ensure_object(body, "batch body")?;
+    let batch: BatchBody<'_> = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid batch body: {e}")))?;
     let messages = batch
         .messages
@@ -91,13 +95,9 @@ pub fn parse_batch(body: &[u8], limits: &Limits) -> Result<Vec<Message>, ApiErro
     messages
         .into_iter()
         .enumerate()
-        .map(|(index, value)| {
-            if !value.is_object() {
-                return Err(ApiError::BadRequest(format!(
-                    "messages[{index}]: must be a JSON object"
-                )));
-            }
-            let object: PublishObject = serde_json::from_value(value)
+        .map(|(index, raw)| {
+            ensure_object(raw.get().as_bytes(), "message").map_err(|e| at_index(index, e))?;
+            let object: PublishObject = serde_json::from_str(raw.get())
                 .map_err(|e| ApiError::BadRequest(format!("messages[{index}]: {e}")))?;
             validate(object, limits).map_err(|e| at_index(index, e))
         })
@@ -247,6 +247,20 @@ mod tests {
                 "{event}"
             );
         }
+    }
+
+    #[test]
+    fn duplicate_fields_are_refused() {
+        let publish_body = r#"{"topic":"a","topic":"b","data":1}"#;
+        assert!(matches!(
+            publish(publish_body),
+            Err(ApiError::BadRequest(_))
+        ));
+        let batch = r#"{"messages":[{"topic":"a","data":1,"data":2}]}"#;
+        assert!(matches!(
+            parse_batch(batch.as_bytes(), &LIMITS),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 
     #[test]
