@@ -4,7 +4,7 @@
 //! `history.max_events`, expiring after `history.ttl`), its epoch and last
 //! sequence number, publish idempotency keys, and presence counts. Nodes
 //! share nothing else. A node has one pub/sub connection (see
-//! [`subscriber`](self::subscriber)) and a pool for commands.
+//! `subscriber.rs`) and a pool for commands.
 //!
 //! **Cursors across nodes.** Positions are assigned inside Redis by the
 //! publish script (per-topic epoch and sequence number), so a cursor means
