@@ -52,14 +52,16 @@ pub fn parse_publish(body: &[u8], limits: &Limits) -> Result<Message, ApiError> 
     validate(object, limits)
 }
 
-/// Insists that `json` is an object. Deserializing straight into a derived
-/// struct (which refuses duplicate fields) would also accept an array, read
-/// field by field, which no client means.
+/// Insists that `json` is well-formed JSON whose top level is an object.
+///
+/// Deserializing into a derived struct refuses duplicate fields (good) but
+/// also reads an array field by field, and skips members it does not know
+/// without checking their text (invalid UTF-8, lone surrogates). A full
+/// parse first rejects both; the struct then adds the duplicate check.
 fn ensure_object(json: &[u8], what: &str) -> Result<(), ApiError> {
-    let first = json
-        .iter()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
-    if first == Some(&b'{') {
+    let value: Value = serde_json::from_slice(json)
+        .map_err(|e| ApiError::BadRequest(format!("invalid {what}: {e}")))?;
+    if value.is_object() {
         Ok(())
     } else {
         Err(ApiError::BadRequest(format!(
@@ -96,7 +98,10 @@ pub fn parse_batch(body: &[u8], limits: &Limits) -> Result<Vec<Message>, ApiErro
         .into_iter()
         .enumerate()
         .map(|(index, raw)| {
-            ensure_object(raw.get().as_bytes(), "message").map_err(|e| at_index(index, e))?;
+            if !raw.get().starts_with('{') {
+                let error = ApiError::BadRequest("must be a JSON object".into());
+                return Err(at_index(index, error));
+            }
             let object: PublishObject = serde_json::from_str(raw.get())
                 .map_err(|e| ApiError::BadRequest(format!("messages[{index}]: {e}")))?;
             validate(object, limits).map_err(|e| at_index(index, e))
