@@ -11,7 +11,10 @@ use std::{
     collections::VecDeque,
     convert::Infallible,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
 };
 
@@ -29,6 +32,9 @@ use crate::{
 };
 
 const HEARTBEAT: Bytes = Bytes::from_static(b": hb\n");
+/// How long a closed stream's transport has to end it before its socket is
+/// shut down from outside (see [`EventStream::on_close`]).
+pub const CLOSER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Pending pieces an idle stream may keep room for.
 const IDLE_CAPACITY: usize = 16;
 
@@ -39,8 +45,9 @@ pub struct EventStream {
     pending: VecDeque<Bytes>,
     state: Arc<AppState>,
     closed: bool,
-    // Set at the first poll when a closer is registered (see `on_close`).
-    started: Option<Arc<std::sync::atomic::AtomicBool>>,
+    // Cleared when the stream is dropped, for a registered closer (see
+    // `on_close`).
+    alive: Option<Arc<AtomicBool>>,
     // Held for their Drop: leaving the topics and freeing the connection
     // slot when the client goes away or herald closes the stream.
     _subscription: SubscriptionGuard,
@@ -63,21 +70,37 @@ impl EventStream {
             pending: VecDeque::new(),
             state,
             closed: false,
-            started: None,
+            alive: None,
             _subscription: subscription,
             _connection: connection,
         }
     }
 
-    /// Runs `closer` once herald closes this stream (see
-    /// [`SubscriberQueue::on_close`]), but only if the transport had started
-    /// reading the stream by then: a stream closed before its first poll
-    /// still gets its head and opening bytes written, then ends normally.
+    /// Runs `closer` when herald closes this stream (see
+    /// [`SubscriberQueue::on_close`]) and the stream is still alive
+    /// [`CLOSER_GRACE`] later. A transport that still polls the stream ends
+    /// it normally within that time — writing its head and opening bytes
+    /// first — so the closer only reaches streams whose transport stopped
+    /// polling them (a client that stopped reading).
     pub fn on_close(&mut self, closer: impl FnOnce() + Send + 'static) {
-        let started = Arc::clone(self.started.get_or_insert_with(Arc::default));
+        let alive = Arc::clone(
+            self.alive
+                .get_or_insert_with(|| Arc::new(AtomicBool::new(true))),
+        );
         self.queue.on_close(move || {
-            if started.load(std::sync::atomic::Ordering::Acquire) {
-                closer();
+            let close_if_alive = move || {
+                if alive.load(Ordering::Acquire) {
+                    closer();
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move {
+                        tokio::time::sleep(CLOSER_GRACE).await;
+                        close_if_alive();
+                    });
+                }
+                Err(_) => close_if_alive(),
             }
         });
     }
@@ -205,14 +228,19 @@ impl EventStream {
     }
 }
 
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        if let Some(alive) = &self.alive {
+            alive.store(false, Ordering::Release);
+        }
+    }
+}
+
 impl Stream for EventStream {
     type Item = Result<Bytes, Infallible>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if let Some(started) = &this.started {
-            started.store(true, std::sync::atomic::Ordering::Release);
-        }
         loop {
             if let Some(bytes) = this.pending.pop_front() {
                 return Poll::Ready(Some(Ok(bytes)));
