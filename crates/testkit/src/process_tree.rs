@@ -26,6 +26,7 @@ const POLL: Duration = Duration::from_millis(10);
 /// Sends `signal` to `child` and waits up to `grace` for it to exit on its
 /// own; then, or if it does not, SIGKILLs whatever is left of its process
 /// tree and reaps it. Blocking on purpose: it runs in `Drop`.
+#[allow(clippy::disallowed_methods)] // polls a child's exit from sync Drop code
 pub(crate) fn stop_tree(child: &mut Child, signal: Signal, grace: Duration) {
     if matches!(child.try_wait(), Ok(Some(_))) {
         return;
@@ -121,6 +122,7 @@ fn pid(id: u32) -> Pid {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the tests poll process state synchronously
 mod tests {
     use super::*;
 
