@@ -40,7 +40,8 @@ pub(super) async fn serve_stream(mut socket: TcpStream, state: Arc<AppState>) {
     {
         Ok(Ok(head)) => head,
         Ok(Err(HeadError::TooLarge)) => {
-            let error = ApiError::TooLarge("the request head is too large".into());
+            // The stream route answers only 400, 401 and 403 (DESIGN §2).
+            let error = ApiError::BadRequest("the request head is over 64 KiB".into());
             return respond_error(&state, socket, &error, &[]).await;
         }
         Ok(Err(HeadError::Closed)) | Err(_) => return,
