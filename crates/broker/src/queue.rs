@@ -210,11 +210,6 @@ impl SubscriberQueue {
         Poll::Pending
     }
 
-    /// Marks the stream as having written something, so the next heartbeat
-    /// tick skips it.
-    pub fn mark_active(&self) {
-        self.state.lock().active = true;
-    }
 
     /// Whether the queue has been closed, and why.
     pub fn closed(&self) -> Option<CloseReason> {
@@ -293,7 +288,8 @@ mod tests {
     #[test]
     fn heartbeat_only_for_streams_idle_a_whole_tick() {
         let queue = SubscriberQueue::new(2);
-        queue.mark_active();
+        queue.push(&event(1));
+        assert!(poll(&queue).is_ready(), "taking events marks the stream active");
         queue.heartbeat_tick();
         assert!(poll(&queue).is_pending());
         queue.heartbeat_tick();

@@ -80,15 +80,6 @@ pub fn encode(id: Option<&str>, event: Option<&str>, data: &str) -> Result<Event
     })
 }
 
-/// Encodes an event without an id line: only its body.
-///
-/// # Errors
-///
-/// [`FieldError::LineBreak`] when `event` contains CR, LF or NUL.
-pub fn encode_body(event: Option<&str>, data: &str) -> Result<Bytes, FieldError> {
-    encode(None, event, data).map(|frame| frame.bytes)
-}
-
 /// An `id:` line on its own, for streams that prefix a shared body with
 /// their own cursor.
 ///

@@ -9,6 +9,6 @@ mod encode;
 mod error;
 mod parse;
 
-pub use encode::{comment, encode, encode_body, id_line, retry, EventFrame};
+pub use encode::{comment, encode, id_line, retry, EventFrame};
 pub use error::FieldError;
 pub use parse::{Event, Item, Parser};
