@@ -5,6 +5,9 @@
 //! more. Publishing starts only once every stream is open, so each stream
 //! expects every sequence number of its topic from 0. The measurement
 //! window starts after a warm-up, and server CPU is read at its two ends.
+// This thread only orchestrates (no async runtime runs on it): it times
+// the scenario's phases and paces with blocking sleeps on purpose.
+#![allow(clippy::disallowed_methods)]
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
