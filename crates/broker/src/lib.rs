@@ -25,6 +25,6 @@ pub use event::{
     now_micros, EventKind, EventName, Message, Receipt, SharedEvent, Target, MAX_EVENT_NAME_LEN,
 };
 pub use memory::{HistorySettings, MemoryBroker};
-pub use queue::{Batch, CloseReason, Pushed, SubscriberQueue};
+pub use queue::{Batch, CloseReason, Pushed, SubscriberQueue, IDLE_CAPACITY};
 pub use registry::{RegistryMetrics, SubscriptionGuard, TopicRegistry};
 pub use topic::{Topic, MAX_TOPIC_LEN};

@@ -59,6 +59,9 @@ pub enum Pushed {
     Closed,
 }
 
+/// Queue slots an idle queue (or an idle writer's batch) may keep allocated.
+pub const IDLE_CAPACITY: usize = 16;
+
 /// What the writer found when it polled the queue.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -164,11 +167,20 @@ impl SubscriberQueue {
         wake(state);
     }
 
-    /// Takes everything queued, or registers the writer's waker.
+    /// Takes everything queued into `batch`, or registers the writer's
+    /// waker.
     ///
-    /// `Ready(Err(reason))` once the queue is closed; `Ready(Ok(batch))` with
-    /// events and/or a heartbeat; `Pending` when there is nothing to do.
-    pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<Batch, CloseReason>> {
+    /// `batch.events` must be empty: its deque is swapped with the queue's,
+    /// so the writer and the queue reuse two allocations instead of
+    /// allocating one per batch. `Ready(Err(reason))` once the queue is
+    /// closed; `Ready(Ok(()))` with events and/or a heartbeat in `batch`;
+    /// `Pending` when there is nothing to do.
+    pub fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        batch: &mut Batch,
+    ) -> Poll<Result<(), CloseReason>> {
+        debug_assert!(batch.events.is_empty(), "the previous batch was written");
         let mut state = self.state.lock();
         if let Some(reason) = state.closed {
             return Poll::Ready(Err(reason));
@@ -181,15 +193,16 @@ impl SubscriberQueue {
             {
                 state.waker = Some(cx.waker().clone());
             }
+            // An idle stream keeps no burst-sized buffer.
+            if state.events.capacity() > IDLE_CAPACITY {
+                state.events = VecDeque::new();
+            }
             return Poll::Pending;
         }
         state.active = true;
-        // Taking the deque (not draining it) leaves an idle queue holding no
-        // allocation, which keeps idle connections small.
-        Poll::Ready(Ok(Batch {
-            events: std::mem::take(&mut state.events),
-            heartbeat: std::mem::take(&mut state.heartbeat),
-        }))
+        std::mem::swap(&mut state.events, &mut batch.events);
+        batch.heartbeat = std::mem::take(&mut state.heartbeat);
+        Poll::Ready(Ok(()))
     }
 
     /// Resolves once the queue is closed, without taking anything: what a
@@ -209,7 +222,6 @@ impl SubscriberQueue {
         }
         Poll::Pending
     }
-
 
     /// Whether the queue has been closed, and why.
     pub fn closed(&self) -> Option<CloseReason> {
@@ -254,7 +266,10 @@ mod tests {
     }
 
     fn poll(queue: &SubscriberQueue) -> Poll<Result<Batch, CloseReason>> {
-        queue.poll_take(&mut Context::from_waker(Waker::noop()))
+        let mut batch = Batch::default();
+        queue
+            .poll_take(&mut Context::from_waker(Waker::noop()), &mut batch)
+            .map_ok(|()| batch)
     }
 
     #[test]
@@ -289,7 +304,10 @@ mod tests {
     fn heartbeat_only_for_streams_idle_a_whole_tick() {
         let queue = SubscriberQueue::new(2);
         queue.push(&event(1));
-        assert!(poll(&queue).is_ready(), "taking events marks the stream active");
+        assert!(
+            poll(&queue).is_ready(),
+            "taking events marks the stream active"
+        );
         queue.heartbeat_tick();
         assert!(poll(&queue).is_pending());
         queue.heartbeat_tick();

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use herald_broker::{
     now_micros, Batch, EventKind, SharedEvent, SubscriberQueue, SubscriptionGuard, Topic,
+    IDLE_CAPACITY,
 };
 use serde_json::json;
 
@@ -35,14 +36,14 @@ const HEARTBEAT: Bytes = Bytes::from_static(b": hb\n");
 /// How long a closed stream's transport has to end it before its socket is
 /// shut down from outside (see [`EventStream::on_close`]).
 pub const CLOSER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-/// Pending pieces an idle stream may keep room for.
-const IDLE_CAPACITY: usize = 16;
 
 /// The body of one SSE response.
 pub struct EventStream {
     queue: Arc<SubscriberQueue>,
     positions: StreamPositions,
     pending: VecDeque<Bytes>,
+    // Reused from batch to batch (see `SubscriberQueue::poll_take`).
+    batch: Batch,
     state: Arc<AppState>,
     closed: bool,
     // Cleared when the stream is dropped, for a registered closer (see
@@ -68,6 +69,7 @@ impl EventStream {
             queue,
             positions,
             pending: VecDeque::new(),
+            batch: Batch::default(),
             state,
             closed: false,
             alive: None,
@@ -153,15 +155,18 @@ impl EventStream {
         true
     }
 
-    fn absorb(&mut self, batch: Batch) {
+    fn absorb(&mut self) {
         let mut delivered = 0u64;
         let mut oldest = None;
-        for event in &batch.events {
-            if self.push_event(event) {
+        let mut events = std::mem::take(&mut self.batch.events);
+        for event in events.drain(..) {
+            if self.push_event(&event) {
                 delivered += 1;
                 oldest.get_or_insert(event.stored_at_us);
             }
         }
+        self.batch.events = events;
+        let heartbeat = std::mem::take(&mut self.batch.heartbeat);
         if delivered > 0 {
             let metrics = &self.state.metrics;
             metrics.events_delivered.inc_by(delivered);
@@ -169,7 +174,7 @@ impl EventStream {
                 let lag = now_micros().saturating_sub(stored);
                 metrics.delivery_lag.observe(lag as f64 / 1e6);
             }
-        } else if batch.heartbeat {
+        } else if heartbeat {
             self.pending.push_back(HEARTBEAT);
         }
     }
@@ -190,17 +195,20 @@ impl EventStream {
             if self.closed {
                 return Poll::Ready(false);
             }
-            match self.queue.poll_take(cx) {
+            match self.queue.poll_take(cx, &mut self.batch) {
                 Poll::Pending => {
+                    // An idle stream should not keep a burst's buffers.
                     if self.pending.is_empty() && self.pending.capacity() > IDLE_CAPACITY {
-                        // An idle stream should not keep a burst's buffer.
                         self.pending = VecDeque::new();
+                    }
+                    if self.batch.events.capacity() > IDLE_CAPACITY {
+                        self.batch = Batch::default();
                     }
                     return Poll::Pending;
                 }
-                Poll::Ready(Ok(batch)) => {
+                Poll::Ready(Ok(())) => {
                     let before = self.pending.len();
-                    self.absorb(batch);
+                    self.absorb();
                     if self.pending.len() > before {
                         return Poll::Ready(true);
                     }
