@@ -34,12 +34,7 @@ pub fn build(
         .configure(routes::publish::configure)
         .configure(routes::topics::configure)
         .configure(routes::health::configure)
-        .configure(routes::openapi::configure)
-        .configure(|cfg| {
-            if demo {
-                routes::demo::configure(cfg);
-            }
-        })
+        .configure(|cfg| routes::assets::configure(cfg, demo))
         .default_service(web::to(routes::not_found))
 }
 

@@ -1,10 +1,9 @@
 //! HTTP routes, one module each; every module exports `configure` for the
 //! app builder.
 
-pub mod demo;
+pub mod assets;
 pub mod events;
 pub mod health;
-pub mod openapi;
 pub mod publish;
 pub mod topics;
 
