@@ -589,7 +589,6 @@ async fn raw_http_garbage_never_gets_a_5xx_and_the_node_keeps_serving() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: requests actix-http cannot parse (bad header bytes, too many headers, h2c preface, bad chunking) get an empty 400/431 instead of problem+json; the stream path answers problem+json for the same input"]
 async fn raw_http_garbage_is_answered_with_problem_json() {
     let node = Node::start().await;
     let mut failures = Vec::new();

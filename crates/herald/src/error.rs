@@ -19,6 +19,9 @@ pub enum ApiError {
     /// A body, payload or batch over its limit.
     #[error("{0}")]
     TooLarge(String),
+    /// A request head with too many or too large header fields.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// The client stopped sending its request body.
     #[error("{0}")]
     Timeout(String),
@@ -60,6 +63,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad-request",
             ApiError::TooLarge(_) => "too-large",
             ApiError::Timeout(_) => "request-timeout",
+            ApiError::HeadersTooLarge(_) => "headers-too-large",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not-found",
@@ -155,6 +159,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,

@@ -13,7 +13,10 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
-use super::head::REQUEST_HEAD_TIMEOUT;
+use super::{
+    first_request::{self, FirstRequest},
+    head::REQUEST_HEAD_TIMEOUT,
+};
 use crate::state::AppState;
 
 /// The first bytes of a request served by the native stream path.
@@ -79,7 +82,23 @@ async fn route(stream: TcpStream, state: Arc<AppState>, handoff: Handoff) {
     let mut start = [0u8; STREAM_PREFIX.len() + 1];
     match tokio::time::timeout(REQUEST_HEAD_TIMEOUT, stream.peek(&mut start)).await {
         Ok(Ok(n)) if is_new_stream(&start[..n]) => super::pump::serve_stream(stream, state).await,
-        Ok(Ok(n)) if n > 0 => handoff.send(stream),
+        Ok(Ok(n)) if n > 0 => {
+            let checked = tokio::time::timeout(REQUEST_HEAD_TIMEOUT, first_request::check(&stream));
+            match checked.await {
+                Ok(FirstRequest::Valid) => handoff.send(stream),
+                Ok(FirstRequest::Invalid(error)) => {
+                    let status = error.render().status;
+                    state
+                        .metrics
+                        .http_requests
+                        .with_label_values(&["other", status.as_str()])
+                        .inc();
+                    super::head::write_error(stream, &error, &[]).await;
+                }
+                // Closed, or too slow to send a head.
+                Ok(FirstRequest::Closed) | Err(_) => {}
+            }
+        }
         // Closed, failed, or silent for too long.
         _ => {}
     }

@@ -11,6 +11,7 @@
 //! full HTTP implementation.
 
 mod accept;
+mod first_request;
 mod head;
 mod pump;
 
