@@ -18,8 +18,8 @@
 use std::time::Duration;
 
 use herald_testkit::{
-    eventually, live_channel, numsub_counts, start_nodes, Attempt, DurableRedis, Event, Item, Node,
-    PublishLog, PublisherLoop, RedisServer, SseStream, TIMEOUT,
+    eventually, live_channel, numsub_counts, start_nodes, Attempt, Event, Item, Node, PublishLog,
+    PublisherLoop, RedisServer, SseStream, TIMEOUT,
 };
 use serde_json::{json, Value};
 use tokio::{task::JoinHandle, time::Instant};
@@ -343,7 +343,7 @@ async fn restart_without_persistence(crash: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_with_persistence_catches_up_from_history_without_resync() {
-    let mut redis = DurableRedis::start().await;
+    let mut redis = RedisServer::start_durable().await;
     let scenario = Scenario::start(&redis.url(), "durable").await;
     scenario.wait_accepted_after(Instant::now()).await;
 
@@ -360,7 +360,7 @@ async fn redis_restart_with_persistence_catches_up_from_history_without_resync()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_redis_loses_nothing_and_resyncs_nothing() {
-    let mut redis = DurableRedis::start().await;
+    let mut redis = RedisServer::start_durable().await;
     let scenario = Scenario::start(&redis.url(), "paused").await;
     scenario.wait_accepted_after(Instant::now()).await;
 

@@ -5,8 +5,7 @@
 //! NUMSUB`, `PUBSUB CHANNELS`, `CLIENT LIST`, `INFO`) rather than with
 //! anything herald reports about itself, so a node that miscounts cannot
 //! hide a stale or missing subscription. The reply readers take a
-//! [`Resp`], so they work with [`crate::RedisServer`] and
-//! [`crate::DurableRedis`] alike.
+//! [`Resp`], so they work with any [`crate::RedisServer`].
 
 use std::collections::BTreeMap;
 

@@ -12,8 +12,9 @@
 //!   temporary working directory, its stderr copied to
 //!   `target/test-logs/`, ready once `/readyz` answers `200`.
 //! - [`RedisServer`]: `redis-server` on a free port in a temporary directory.
-//! - [`DurableRedis`]: the same with an fsynced append-only file (restarts
-//!   keep data) and SIGSTOP pauses; [`start_nodes`], [`live_channel`] and
+//! - [`RedisServer::start_durable`]: the same with an fsynced append-only
+//!   file (restarts keep data); either can be paused with SIGSTOP.
+//!   [`start_nodes`], [`live_channel`] and
 //!   readers of Redis replies for cluster tests.
 //! - [`PublisherLoop`]: a backend publishing through faults, retrying
 //!   refusals with the same idempotency key, every answer in a [`PublishLog`].
@@ -51,7 +52,6 @@ mod publisher;
 mod raw;
 mod reconnecting;
 mod redis;
-mod redis_durable;
 mod resp;
 mod restartable_port;
 mod sse;
@@ -77,7 +77,6 @@ pub use prometheus::{Exposition, Family, MetricType, ParseError, Sample};
 pub use publisher::{Attempt, PublishLog, PublisherLoop, Refusal};
 pub use reconnecting::ReconnectingClient;
 pub use redis::RedisServer;
-pub use redis_durable::DurableRedis;
 pub use resp::Resp;
 pub use restartable_port::restartable_port;
 pub use sse::{Next, SseStream, Subscribe};

@@ -1,5 +1,8 @@
 //! A throwaway `redis-server` for tests: its own free port (never 6379),
-//! its own temporary directory, no persistence, stopped when dropped.
+//! its own temporary directory, stopped when dropped. Without persistence
+//! by default ([`RedisServer::start`]); with an fsynced append-only file,
+//! so restarts keep every acknowledged write, from
+//! [`RedisServer::start_durable`]. Either can be frozen with SIGSTOP.
 //!
 //! Redis is driven over raw RESP ([`crate::Resp`]) so the kit does not
 //! depend on the Redis client herald itself uses: a bug there cannot hide a
@@ -33,6 +36,8 @@ const PORT_ATTEMPTS: usize = 5;
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    durable: bool,
+    paused: bool,
     log_path: PathBuf,
     // Redis's working directory; removed on drop, after the process.
     dir: TempDir,
@@ -46,11 +51,28 @@ impl RedisServer {
     /// When `redis-server` is not installed, or does not start; the message
     /// says how to install it or where its log is.
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// Starts `redis-server` with an append-only file fsynced on every
+    /// write, so that [`RedisServer::restart`] keeps every acknowledged
+    /// write.
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::start`].
+    pub async fn start_durable() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(durable: bool) -> Self {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
-        let (log_path, _) = create_log_file("redis");
+        let (log_path, _) = create_log_file(if durable { "redis-durable" } else { "redis" });
         let mut server = Self {
             port: 0,
             child: None,
+            durable,
+            paused: false,
             log_path,
             dir,
         };
@@ -82,13 +104,14 @@ impl RedisServer {
         &self.log_path
     }
 
-    /// Stops Redis (SIGTERM; it keeps no data) and waits for it to exit.
-    /// Nothing listens on the port afterwards until [`RedisServer::restart`].
+    /// Stops Redis (SIGTERM) and waits for it to exit. Nothing listens on
+    /// the port afterwards until [`RedisServer::restart`].
     ///
     /// # Panics
     ///
     /// When it has not exited within [`TIMEOUT`] (it is then killed).
     pub async fn stop(&mut self) {
+        self.resume();
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -99,15 +122,35 @@ impl RedisServer {
         }
     }
 
-    /// Kills Redis at once (SIGKILL), as a crash would.
+    /// Kills Redis at once (SIGKILL, which ends a frozen process too), as a
+    /// crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             kill_and_reap(&mut child);
         }
+        self.paused = false;
     }
 
-    /// Starts Redis again, empty, on the same port (stopping it first if it
-    /// runs).
+    /// Freezes Redis (SIGSTOP): its connections stay open and nothing
+    /// answers until [`RedisServer::resume`].
+    pub fn pause(&mut self) {
+        if let Some(child) = &self.child {
+            send_signal(child, Signal::SIGSTOP);
+            self.paused = true;
+        }
+    }
+
+    /// Lets a frozen Redis run again (SIGCONT); it then serves what was sent
+    /// to it meanwhile.
+    pub fn resume(&mut self) {
+        if let (Some(child), true) = (&self.child, self.paused) {
+            send_signal(child, Signal::SIGCONT);
+        }
+        self.paused = false;
+    }
+
+    /// Starts Redis again on the same port (stopping it first if it runs):
+    /// empty, or with its data when durable.
     ///
     /// # Panics
     ///
@@ -138,8 +181,9 @@ impl RedisServer {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// Spawns Redis on `self.port`; true once it answers, false if it
-    /// exited (typically: the port was taken).
+    /// Spawns Redis on `self.port`; true once it answers (after loading its
+    /// data, when durable), false if it exited (typically: the port was
+    /// taken).
     async fn launch(&mut self) -> bool {
         let log = std::fs::OpenOptions::new()
             .append(true)
@@ -148,7 +192,12 @@ impl RedisServer {
         let spawned = std::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--save", "", "--daemonize", "no"])
+            .args(if self.durable {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .arg("--dir")
             .arg(self.dir.path())
             .current_dir(self.dir.path())
@@ -167,12 +216,13 @@ impl RedisServer {
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         loop {
             // INFO rather than PING: the answer must come from this process,
-            // not from another test's Redis that got the port first.
-            let info =
-                resp::command(self.addr(), &["INFO", "server"], Duration::from_secs(1)).await;
+            // not from another test's Redis that got the port first, and
+            // only once it has loaded its data (`loading:0`).
+            let info = resp::command(self.addr(), &["INFO"], Duration::from_secs(1)).await;
             if let Ok(Resp::Bulk(Some(text))) = info {
+                let text = String::from_utf8_lossy(&text);
                 let own = format!("process_id:{}\r\n", child.id());
-                if String::from_utf8_lossy(&text).contains(&own) {
+                if text.contains(&own) && text.contains("loading:0\r\n") {
                     self.child = Some(child);
                     return true;
                 }
