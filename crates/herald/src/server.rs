@@ -8,7 +8,7 @@ use herald_broker::{Broker, BrokerMetrics, CloseReason, MemoryBroker, RedisBroke
 use socket2::{Domain, Socket, Type};
 use tokio::{
     net::TcpListener,
-    signal::unix::{signal, SignalKind},
+    signal::unix::{signal, Signal, SignalKind},
     sync::watch,
 };
 
@@ -29,6 +29,9 @@ const BACKLOG: i32 = 4096;
 ///
 /// When the listen address cannot be bound or the broker cannot start.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    // Installed before anything can report the node ready: a SIGTERM that
+    // arrives first must drain the node, not kill it.
+    let mut signals = Signals::install()?;
     let stream_capacity = raise_fd_limit();
     if settings.server.max_connections > stream_capacity {
         tracing::warn!(
@@ -73,7 +76,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tokio::spawn(Arc::clone(&connections).run_heartbeats(settings.server.heartbeat_interval));
     let expiries = tokio::spawn(Arc::clone(&connections).run_expiries());
 
-    wait_for_signal().await;
+    signals.recv().await;
     let drain_timeout = settings.server.drain_timeout;
     tracing::info!(
         streams = connections.open_streams(),
@@ -85,7 +88,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         () = connections.close_all_spread(CloseReason::Drain, drain_timeout) => {
             tracing::info!("all streams closed");
         }
-        () = wait_for_signal() => tracing::warn!("second signal: stopping now"),
+        () = signals.recv() => tracing::warn!("second signal: stopping now"),
     }
     let _ = stop_accepting.send(true);
     let _ = accept.await;
@@ -146,17 +149,26 @@ fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::from_std(socket.into()).with_context(context)
 }
 
-async fn wait_for_signal() {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; the node can only be killed");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, both of which start the drain (and a second one ends
+/// it at once).
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 
