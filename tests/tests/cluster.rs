@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use herald_testkit::{
-    eventually, info_field, reply_integer, reply_text, start_nodes, Event, Node, NodeBuilder,
+    data, eventually, info_field, reply_integer, reply_text, start_nodes, Event, Node, NodeBuilder,
     RedisServer, SseStream, TIMEOUT,
 };
 use reqwest::StatusCode;
@@ -23,10 +23,6 @@ async fn cluster(count: usize) -> (RedisServer, Vec<Node>) {
     let builder = Node::builder().env("HERALD__REDIS__URL", &redis.url());
     let nodes = start_nodes(&builder, count).await;
     (redis, nodes)
-}
-
-fn data(events: &[Event]) -> Vec<&str> {
-    events.iter().map(|e| e.data.as_str()).collect()
 }
 
 /// Reads `stream` up to the first event whose data is `marker`.

@@ -7,12 +7,10 @@
 use std::time::Duration;
 
 use herald_testkit::{
-    eventually, start_nodes, Event, Item, Next, Node, PublishLog, PublisherLoop, RedisServer,
-    SseStream, TIMEOUT,
+    data, eventually, resync_topics, start_nodes, Event, Item, Next, Node, PublishLog,
+    PublisherLoop, RedisServer, SseStream, RESYNC, TIMEOUT,
 };
-use serde_json::{json, Value};
-
-const RESYNC: &str = "herald.resync";
+use serde_json::json;
 
 async fn cluster(count: usize, env: &[(&str, &str)]) -> (RedisServer, Vec<Node>) {
     let redis = RedisServer::start().await;
@@ -24,31 +22,12 @@ async fn cluster(count: usize, env: &[(&str, &str)]) -> (RedisServer, Vec<Node>)
     (redis, nodes)
 }
 
-fn data(events: &[Event]) -> Vec<&str> {
-    events.iter().map(|e| e.data.as_str()).collect()
-}
-
 async fn publish_all(node: &Node, topic: &str, data: &[&str]) -> Vec<String> {
     let mut ids = Vec::new();
     for d in data {
         ids.push(node.api().publish_ok(topic, json!(d)).await);
     }
     ids
-}
-
-/// The topics a `herald.resync` event lists, checking its shape.
-fn resync_topics(event: &Event) -> Vec<String> {
-    assert_eq!(event.event, RESYNC, "{event:?}");
-    let body: Value = serde_json::from_str(&event.data).expect("resync data is JSON");
-    assert_eq!(body["reason"], "history_truncated", "{body}");
-    let mut topics: Vec<String> = body["topics"]
-        .as_array()
-        .expect("resync lists topics")
-        .iter()
-        .map(|t| t.as_str().expect("topic names").to_owned())
-        .collect();
-    topics.sort();
-    topics
 }
 
 #[tokio::test]

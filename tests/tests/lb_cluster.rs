@@ -19,7 +19,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use herald_testkit::{
-    eventually, Event, Item, Next, Nginx, Node, PublishLog, PublisherLoop, ReconnectingClient,
+    data, eventually, Item, Next, Nginx, Node, PublishLog, PublisherLoop, ReconnectingClient,
     RedisServer, SseStream, Subscribe, TIMEOUT,
 };
 use reqwest::StatusCode;
@@ -154,10 +154,6 @@ async fn open_through_nginx(request: Subscribe) -> SseStream {
         "{stream:?}"
     );
     stream
-}
-
-fn data(events: &[Event]) -> Vec<&str> {
-    events.iter().map(|e| e.data.as_str()).collect()
 }
 
 /// Checks what `client` received against what the publisher was told: every

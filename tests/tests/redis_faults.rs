@@ -19,12 +19,11 @@ use std::time::Duration;
 
 use herald_testkit::{
     eventually, live_channel, numsub_counts, start_nodes, Attempt, Event, Item, Node, PublishLog,
-    PublisherLoop, RedisServer, SseStream, TIMEOUT,
+    PublisherLoop, RedisServer, SseStream, RESYNC, TIMEOUT,
 };
 use serde_json::{json, Value};
 use tokio::{task::JoinHandle, time::Instant};
 
-const RESYNC: &str = "herald.resync";
 /// Topics the backend publishes to, round-robin.
 const TOPICS: [&str; 2] = ["f1", "f2"];
 /// Streams: (node index, topics).

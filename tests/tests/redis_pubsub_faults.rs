@@ -11,10 +11,10 @@
 
 use std::time::Duration;
 
-use herald_testkit::{eventually, start_nodes, Event, Node, RedisServer, Resp, SseStream, TIMEOUT};
+use herald_testkit::{
+    eventually, start_nodes, Event, Node, RedisServer, Resp, SseStream, RESYNC, TIMEOUT,
+};
 use serde_json::{json, Value};
-
-const RESYNC: &str = "herald.resync";
 
 async fn cluster(redis: &RedisServer, env: &[(&str, &str)]) -> Vec<Node> {
     let builder = env.iter().fold(

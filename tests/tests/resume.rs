@@ -4,10 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use herald_testkit::{Event, Node, SseStream, Subscribe, TIMEOUT};
-use serde_json::{json, Value};
-
-const RESYNC: &str = "herald.resync";
+use herald_testkit::{before_marker, data, resync_topics, Node, Subscribe, RESYNC, TIMEOUT};
+use serde_json::json;
 
 async fn publish_all(node: &Node, topic: &str, data: &[&str]) -> Vec<String> {
     let mut ids = Vec::new();
@@ -15,34 +13,6 @@ async fn publish_all(node: &Node, topic: &str, data: &[&str]) -> Vec<String> {
         ids.push(node.api().publish_ok(topic, json!(d)).await);
     }
     ids
-}
-
-/// Reads `stream` up to a marker published to `topic`; returns what came
-/// before it.
-async fn before_marker(node: &Node, stream: &mut SseStream, topic: &str) -> Vec<Event> {
-    node.api().publish_ok(topic, json!("marker")).await;
-    let mut events = stream.events_until(TIMEOUT, |e| e.data == "marker").await;
-    events.pop();
-    events
-}
-
-fn data(events: &[Event]) -> Vec<&str> {
-    events.iter().map(|e| e.data.as_str()).collect()
-}
-
-/// The topics a `herald.resync` event lists, checking its shape.
-fn resync_topics(event: &Event) -> Vec<String> {
-    assert_eq!(event.event, RESYNC, "{event:?}");
-    let body: Value = serde_json::from_str(&event.data).expect("resync data is JSON");
-    assert_eq!(body["reason"], "history_truncated", "{body}");
-    let mut topics: Vec<String> = body["topics"]
-        .as_array()
-        .expect("resync lists topics")
-        .iter()
-        .map(|t| t.as_str().expect("topic names").to_owned())
-        .collect();
-    topics.sort();
-    topics
 }
 
 /// Subscribes to `t`, receives `k1..k3`, disconnects, misses `m1..m4`, and

@@ -2,19 +2,8 @@
 //! connection or a reused keep-alive one, with headers spelled any way,
 //! with the head split across packets, at the largest valid size.
 
-use herald_testkit::{Api, Event, Item, Node, SseStream, TIMEOUT};
+use herald_testkit::{before_marker, data, Api, Item, Node, SseStream, TIMEOUT};
 use serde_json::json;
-
-async fn before_marker(node: &Node, stream: &mut SseStream, topic: &str) -> Vec<Event> {
-    node.api().publish_ok(topic, json!("marker")).await;
-    let mut events = stream.events_until(TIMEOUT, |e| e.data == "marker").await;
-    events.pop();
-    events
-}
-
-fn data(events: &[Event]) -> Vec<&str> {
-    events.iter().map(|e| e.data.as_str()).collect()
-}
 
 #[tokio::test]
 async fn stream_on_a_reused_keep_alive_connection_follows_the_same_contract() {

@@ -40,6 +40,7 @@ mod binary;
 mod browser;
 mod child;
 mod cluster;
+mod events;
 mod jwt;
 mod logs;
 mod nginx;
@@ -66,6 +67,7 @@ pub use cluster::{
     client_list, info_field, live_channel, numsub_counts, reply_integer, reply_strings, reply_text,
     start_nodes,
 };
+pub use events::{before_marker, data, resync_topics, RESYNC};
 pub use herald_sse::{Event, Item};
 pub use jwt::{base64url, unix_now, unsigned_token, TokenSigner};
 pub use logs::test_log_dir;
