@@ -295,7 +295,7 @@ pub fn app_state() -> Arc<AppState> {
             workers: 1,
             demo: false,
         },
-        redis_url: None,
+        redis: None,
         history: HistorySettings {
             max_events: 1000,
             ttl: Duration::from_secs(3600),

@@ -74,12 +74,14 @@ pub trait Broker: Send + Sync + 'static {
         queue: &Arc<SubscriberQueue>,
     ) -> Result<SubscriptionGuard, BrokerError>;
 
-    /// What a stream positioned at `from` gets on `topic`.
+    /// What a stream gets on each topic, positioned as given: one answer per
+    /// `(topic, position)`, in order. A clustered broker reads the topics
+    /// of one shard in one round trip.
     ///
     /// # Errors
     ///
     /// [`BrokerError::Unavailable`] when history cannot be read.
-    async fn resume(&self, topic: &Topic, from: Position) -> Result<Resume, BrokerError>;
+    async fn resume(&self, from: &[(Topic, Position)]) -> Result<Vec<Resume>, BrokerError>;
 
     /// Subscribers and history of `topic`.
     ///

@@ -75,3 +75,16 @@ impl BrokerError {
         }
     }
 }
+
+/// An error and its causes on one line, for logs and for errors that wrap
+/// another's message.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

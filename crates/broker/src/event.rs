@@ -100,6 +100,11 @@ pub struct SharedEvent {
     pub topic: Topic,
     /// Its place in the topic's history.
     pub position: Position,
+    /// The sequence number of the event before it in the same history
+    /// (`position.seq - 1` unless sequence numbers skip there, as they do
+    /// after a Redis primary changed; 0 for a history's first event). A
+    /// stream at exactly `prev` has missed nothing before this event.
+    pub prev: u64,
     /// The SSE frame, with the one-topic cursor as its `id:`.
     pub frame: EventFrame,
     /// When it was stored, in microseconds since the Unix epoch; the start of
@@ -135,10 +140,17 @@ impl SharedEvent {
         Self {
             topic,
             position,
+            prev: position.seq.saturating_sub(1),
             frame,
             stored_at_us,
             kind: EventKind::Message,
         }
+    }
+
+    /// The same event, following `prev` instead of `position.seq - 1`.
+    pub fn after(mut self, prev: u64) -> Self {
+        self.prev = prev;
+        self
     }
 
     /// A reset of `topic`: its history was lost; streams resync it and
@@ -147,6 +159,7 @@ impl SharedEvent {
         Self {
             topic,
             position,
+            prev: position.seq,
             frame: EventFrame::default(),
             stored_at_us: now_micros(),
             kind: EventKind::Reset,

@@ -10,6 +10,7 @@ mod broker;
 pub mod cursor;
 mod error;
 mod event;
+pub mod history;
 pub mod memory;
 mod queue;
 pub mod redis;
@@ -17,14 +18,15 @@ mod registry;
 pub mod resume;
 mod topic;
 
-pub use crate::redis::{BrokerMetrics, RedisBroker};
+pub use crate::redis::{BrokerMetrics, RedisBroker, RedisSettings, RedisTopology};
 pub use broker::{Broker, Resume, TopicInfo};
 pub use cursor::{Cursor, Position};
-pub use error::{BrokerError, CursorError, EventNameError, TopicError};
+pub use error::{error_chain, BrokerError, CursorError, EventNameError, TopicError};
 pub use event::{
     now_micros, EventKind, EventName, Message, Receipt, SharedEvent, Target, MAX_EVENT_NAME_LEN,
 };
-pub use memory::{HistorySettings, MemoryBroker};
+pub use history::HistorySettings;
+pub use memory::MemoryBroker;
 pub use queue::{Batch, CloseReason, Pushed, SubscriberQueue, IDLE_CAPACITY};
 pub use registry::{RegistryMetrics, SubscriptionGuard, TopicRegistry};
 pub use topic::{Topic, MAX_TOPIC_LEN};

@@ -19,24 +19,12 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::{
+    history::{new_epoch, HistorySettings, IDEMPOTENCY_WINDOW},
     now_micros,
     resume::{plan, HistoryWindow, Plan},
     Broker, BrokerError, Message, Position, Receipt, Resume, SharedEvent, SubscriberQueue,
     SubscriptionGuard, Topic, TopicInfo, TopicRegistry,
 };
-
-/// How long an idempotency key is remembered. The contract promises at
-/// least five minutes.
-pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(600);
-
-/// History retention, per topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HistorySettings {
-    /// Events kept per topic.
-    pub max_events: usize,
-    /// A topic's history is dropped this long after its last event.
-    pub ttl: Duration,
-}
 
 /// The in-process broker.
 #[derive(Debug, Clone)]
@@ -68,12 +56,14 @@ struct TopicLog {
 
 impl TopicLog {
     fn window(&self) -> HistoryWindow {
+        let first = self
+            .events
+            .front()
+            .map_or(self.last_seq + 1, |e| e.position.seq);
         HistoryWindow {
             epoch: self.epoch,
-            first: self
-                .events
-                .front()
-                .map_or(self.last_seq + 1, |e| e.position.seq),
+            first,
+            first_prev: first - 1,
             last: self.last_seq,
         }
     }
@@ -150,6 +140,37 @@ impl Inner {
             .map_or(HistoryWindow::NONE, TopicLog::window)
     }
 
+    fn resume(&self, state: &State, topic: &Topic, from: Position, now: Instant) -> Resume {
+        let Some(log) = self.live_log(state, topic, now) else {
+            return match plan(from, HistoryWindow::NONE, None) {
+                Plan::Replay { .. } => Resume::Replay(Vec::new()),
+                Plan::Resync => Resume::Resync {
+                    head: Position::EMPTY,
+                },
+            };
+        };
+        let window = log.window();
+        // Sequence numbers are contiguous here, so a position is an index.
+        let skip = (from.seq + 1).saturating_sub(window.first) as usize;
+        let next = if from.epoch == window.epoch {
+            log.events.get(skip)
+        } else {
+            log.events.front()
+        };
+        match plan(from, window, next.map(|e| e.prev)) {
+            Plan::Resync => Resume::Resync {
+                head: window.head(),
+            },
+            Plan::Replay { after } => Resume::Replay(
+                log.events
+                    .iter()
+                    .skip((after + 1).saturating_sub(window.first) as usize)
+                    .cloned()
+                    .collect(),
+            ),
+        }
+    }
+
     fn append(
         &self,
         state: &mut State,
@@ -192,16 +213,6 @@ fn new_log(now: Instant) -> TopicLog {
         last_seq: 0,
         events: VecDeque::new(),
         touched: now,
-    }
-}
-
-/// A random, non-zero epoch (zero means "no history").
-pub(crate) fn new_epoch() -> u32 {
-    loop {
-        let epoch = rand::random::<u32>();
-        if epoch != 0 {
-            return epoch;
-        }
     }
 }
 
@@ -255,26 +266,13 @@ impl Broker for MemoryBroker {
         Ok(self.inner.registry.join(topics, queue))
     }
 
-    async fn resume(&self, topic: &Topic, from: Position) -> Result<Resume, BrokerError> {
+    async fn resume(&self, from: &[(Topic, Position)]) -> Result<Vec<Resume>, BrokerError> {
         let now = Instant::now();
         let state = self.inner.state.lock();
-        let window = self.inner.window(&state, topic, now);
-        Ok(match plan(from, window) {
-            Plan::Resync => Resume::Resync {
-                head: window.head(),
-            },
-            Plan::Replay { after } => {
-                let events = self
-                    .inner
-                    .live_log(&state, topic, now)
-                    .map_or_else(Vec::new, |log| {
-                        // Sequence numbers are contiguous, so the start is an index.
-                        let skip = (after + 1).saturating_sub(window.first) as usize;
-                        log.events.iter().skip(skip).cloned().collect()
-                    });
-                Resume::Replay(events)
-            }
-        })
+        Ok(from
+            .iter()
+            .map(|(topic, position)| self.inner.resume(&state, topic, *position, now))
+            .collect())
     }
 
     async fn topic_info(&self, topic: &Topic) -> Result<TopicInfo, BrokerError> {
@@ -343,11 +341,13 @@ mod tests {
             );
         }
         let from = position(&receipts[1]);
-        assert_eq!(seqs(broker.resume(&t, from).await.unwrap()), [3, 4, 5]);
-        assert_eq!(
-            seqs(broker.resume(&t, Position::EMPTY).await.unwrap()),
-            [1, 2, 3, 4, 5]
-        );
+        let resumed = broker
+            .resume(&[(t.clone(), from), (t.clone(), Position::EMPTY)])
+            .await
+            .unwrap();
+        let [from_second, from_start] = <[Resume; 2]>::try_from(resumed).unwrap();
+        assert_eq!(seqs(from_second), [3, 4, 5]);
+        assert_eq!(seqs(from_start), [1, 2, 3, 4, 5]);
     }
 
     #[tokio::test]
@@ -358,8 +358,8 @@ mod tests {
         for _ in 0..5 {
             broker.publish(vec![message("t", "b", None)]).await.unwrap();
         }
-        let resume = broker.resume(&t, position(&first[0])).await.unwrap();
-        assert!(matches!(resume, Resume::Resync { head } if head.seq == 6));
+        let resume = broker.resume(&[(t, position(&first[0]))]).await.unwrap();
+        assert!(matches!(resume[..], [Resume::Resync { head }] if head.seq == 6));
     }
 
     #[tokio::test]
@@ -372,8 +372,8 @@ mod tests {
         assert_ne!(old.epoch, new.epoch);
         assert_eq!(new.seq, 1);
         assert!(matches!(
-            broker.resume(&t, old).await.unwrap(),
-            Resume::Resync { .. }
+            broker.resume(&[(t, old)]).await.unwrap()[..],
+            [Resume::Resync { .. }]
         ));
     }
 

@@ -64,6 +64,14 @@ impl fmt::Display for Topic {
     }
 }
 
+// Maps keyed by topic can be searched with a `&str` (a channel name read
+// off the wire) without allocating; `Arc<str>` hashes as its `str`.
+impl std::borrow::Borrow<str> for Topic {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for Topic {
     fn as_ref(&self) -> &str {
         &self.0

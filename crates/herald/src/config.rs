@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context};
-use herald_broker::HistorySettings;
+use herald_broker::{HistorySettings, RedisSettings, RedisTopology};
 use serde::Deserialize;
 
 /// The shipped configuration file, read when it exists in the working
@@ -25,8 +25,8 @@ pub const SHIPPED_FILE: &str = "config/herald.toml";
 pub struct Settings {
     /// HTTP server and stream lifecycle.
     pub server: ServerSettings,
-    /// `redis://…` for a cluster node; `None` for the embedded broker.
-    pub redis_url: Option<String>,
+    /// How to reach Redis; `None` for the embedded broker.
+    pub redis: Option<RedisSettings>,
     /// Per-topic history.
     pub history: HistorySettings,
     /// Request and stream limits.
@@ -130,10 +130,18 @@ struct RawServer {
     demo: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawRedis {
     url: String,
+    sentinel_nodes: Vec<String>,
+    sentinel_master: String,
+    sentinel_password: String,
+    cluster_nodes: Vec<String>,
+    username: String,
+    password: String,
+    wait_replicas: u32,
+    wait_timeout: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +198,22 @@ impl Default for RawServer {
     }
 }
 
+impl Default for RawRedis {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            sentinel_nodes: Vec::new(),
+            sentinel_master: String::new(),
+            sentinel_password: String::new(),
+            cluster_nodes: Vec::new(),
+            username: String::new(),
+            password: String::new(),
+            wait_replicas: 0,
+            wait_timeout: "1s".into(),
+        }
+    }
+}
+
 impl Default for RawHistory {
     fn default() -> Self {
         Self {
@@ -232,10 +256,12 @@ impl Default for RawLog {
 }
 
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: [&str; 3] = [
+const LIST_KEYS: [&str; 5] = [
     "auth.publish_keys",
     "auth.public_topics",
     "cors.allowed_origins",
+    "redis.sentinel_nodes",
+    "redis.cluster_nodes",
 ];
 
 /// Loads and validates the configuration.
@@ -280,13 +306,9 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         workers: raw.server.workers,
         demo: false,
     };
-    let redis_url = match raw.redis.url.trim() {
-        "" => None,
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => Some(url.to_owned()),
-        url => bail!("redis.url: {url:?} must start with redis:// or rediss://, or be empty"),
-    };
+    let redis = redis_settings(raw.redis)?;
     let server = ServerSettings {
-        demo: raw.server.demo.unwrap_or(redis_url.is_none()),
+        demo: raw.server.demo.unwrap_or(redis.is_none()),
         ..server
     };
     let history = HistorySettings {
@@ -324,13 +346,134 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
     };
     Ok(Settings {
         server,
-        redis_url,
+        redis,
         history,
         limits,
         auth,
         cors_allowed_origins: non_empty_items("cors.allowed_origins", raw.cors.allowed_origins)?,
         log,
     })
+}
+
+/// The Redis topology: at most one of `redis.url`, `redis.sentinel_nodes`
+/// and `redis.cluster_nodes`, with the keys that belong to it; none means
+/// the embedded broker.
+fn redis_settings(raw: RawRedis) -> anyhow::Result<Option<RedisSettings>> {
+    let url = raw.url.trim().to_owned();
+    let sentinel_nodes = redis_urls("redis.sentinel_nodes", raw.sentinel_nodes)?;
+    let cluster_nodes = redis_urls("redis.cluster_nodes", raw.cluster_nodes)?;
+    let text = |s: String| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    let sentinel_master = text(raw.sentinel_master);
+    let sentinel_password = text(raw.sentinel_password);
+    let username = text(raw.username);
+    let password = text(raw.password);
+
+    let chosen: Vec<&str> = [
+        (!url.is_empty()).then_some("redis.url"),
+        (!sentinel_nodes.is_empty()).then_some("redis.sentinel_nodes"),
+        (!cluster_nodes.is_empty()).then_some("redis.cluster_nodes"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if chosen.len() > 1 {
+        bail!(
+            "{}: set only one Redis topology (a standalone primary, Sentinel, or Cluster)",
+            chosen.join(", ")
+        );
+    }
+    if sentinel_nodes.is_empty() {
+        if sentinel_master.is_some() {
+            bail!("redis.sentinel_master: needs redis.sentinel_nodes (the sentinels to ask)");
+        }
+        if sentinel_password.is_some() {
+            bail!("redis.sentinel_password: needs redis.sentinel_nodes (the sentinels it is for)");
+        }
+    }
+    if username.is_some() && password.is_none() {
+        bail!("redis.username: needs redis.password");
+    }
+    let wait_timeout = duration("redis.wait_timeout", &raw.wait_timeout)?;
+    if wait_timeout > Duration::from_secs(60) {
+        bail!(
+            "redis.wait_timeout: {:?} is longer than 60s; a publish would hang that long",
+            raw.wait_timeout
+        );
+    }
+    let topology = if !url.is_empty() {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            bail!("redis.url: {url:?} must start with redis:// or rediss://, or be empty");
+        }
+        if username.is_some() || password.is_some() {
+            bail!(
+                "redis.username, redis.password: apply to Sentinel and Cluster modes; \
+                 put a standalone primary's credentials in redis.url (redis://user:password@host:port)"
+            );
+        }
+        RedisTopology::Standalone { url }
+    } else if !sentinel_nodes.is_empty() {
+        let Some(master) = sentinel_master else {
+            bail!("redis.sentinel_master: required with redis.sentinel_nodes (the master name the sentinels monitor)");
+        };
+        RedisTopology::Sentinel {
+            nodes: sentinel_nodes,
+            master,
+            sentinel_password,
+        }
+    } else if !cluster_nodes.is_empty() {
+        RedisTopology::Cluster {
+            nodes: cluster_nodes,
+        }
+    } else {
+        if username.is_some() || password.is_some() {
+            bail!(
+                "redis.username, redis.password: need redis.sentinel_nodes or redis.cluster_nodes"
+            );
+        }
+        if raw.wait_replicas > 0 {
+            bail!("redis.wait_replicas: needs Redis (redis.url, redis.sentinel_nodes or redis.cluster_nodes); the embedded broker has no replicas");
+        }
+        return Ok(None);
+    };
+    Ok(Some(RedisSettings {
+        topology,
+        username,
+        password,
+        wait_replicas: raw.wait_replicas,
+        wait_timeout,
+    }))
+}
+
+/// A list of Redis node URLs: each `redis://host:port` or `rediss://…`,
+/// all with the same scheme, without credentials (those are separate
+/// keys).
+fn redis_urls(key: &str, items: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let items = non_empty_items(key, items)?;
+    for item in &items {
+        let Some(rest) = item
+            .strip_prefix("redis://")
+            .or_else(|| item.strip_prefix("rediss://"))
+        else {
+            bail!("{key}: {item:?} must start with redis:// or rediss://");
+        };
+        if rest.contains('@') {
+            bail!("{key}: {item:?} must not carry credentials; use redis.username / redis.password (and redis.sentinel_password for sentinels)");
+        }
+        let host_port = rest.trim_end_matches('/');
+        let port_ok = host_port.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !port_ok {
+            bail!("{key}: {item:?} must be redis://host:port");
+        }
+    }
+    if let Some(first) = items.first() {
+        let tls = first.starts_with("rediss://");
+        if items.iter().any(|i| i.starts_with("rediss://") != tls) {
+            bail!("{key}: mixes redis:// and rediss://; use one scheme for every node");
+        }
+    }
+    Ok(items)
 }
 
 /// Accepts `host:port`, `[v6]:port` and `:port` (all interfaces).
@@ -387,7 +530,7 @@ mod tests {
         assert_eq!(settings.server.bind, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(settings.server.heartbeat_interval, Duration::from_secs(15));
         assert_eq!(settings.history.ttl, Duration::from_secs(3600));
-        assert!(settings.redis_url.is_none());
+        assert!(settings.redis.is_none());
         assert!(settings.auth.publishing_is_open());
     }
 
@@ -407,5 +550,97 @@ mod tests {
         raw.limits.client_buffer_events = 0;
         let error = validate(raw).unwrap_err().to_string();
         assert!(error.starts_with("limits.client_buffer_events:"), "{error}");
+    }
+
+    fn redis_error(edit: impl FnOnce(&mut RawRedis)) -> String {
+        let mut raw = RawConfig::default();
+        edit(&mut raw.redis);
+        validate(raw).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn one_redis_topology_at_most() {
+        let error = redis_error(|r| {
+            r.url = "redis://127.0.0.1:6379".into();
+            r.cluster_nodes = vec!["redis://127.0.0.1:7000".into()];
+        });
+        assert!(
+            error.starts_with("redis.url, redis.cluster_nodes:"),
+            "{error}"
+        );
+        let error = redis_error(|r| {
+            r.sentinel_nodes = vec!["redis://127.0.0.1:26379".into()];
+            r.cluster_nodes = vec!["redis://127.0.0.1:7000".into()];
+            r.sentinel_master = "m".into();
+        });
+        assert!(
+            error.starts_with("redis.sentinel_nodes, redis.cluster_nodes:"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_redis_combinations_name_their_keys() {
+        type Edit = Box<dyn FnOnce(&mut RawRedis)>;
+        let cases: [(&str, Edit); 7] = [
+            (
+                "redis.sentinel_master:",
+                Box::new(|r| r.sentinel_nodes = vec!["redis://h:26379".into()]),
+            ),
+            (
+                "redis.sentinel_master:",
+                Box::new(|r| r.sentinel_master = "m".into()),
+            ),
+            (
+                "redis.username, redis.password:",
+                Box::new(|r| {
+                    r.url = "redis://h:1".into();
+                    r.password = "p".into();
+                }),
+            ),
+            (
+                "redis.username:",
+                Box::new(|r| {
+                    r.cluster_nodes = vec!["redis://h:1".into()];
+                    r.username = "u".into();
+                }),
+            ),
+            ("redis.wait_replicas:", Box::new(|r| r.wait_replicas = 1)),
+            (
+                "redis.cluster_nodes:",
+                Box::new(|r| r.cluster_nodes = vec!["redis://h:1".into(), "rediss://h:2".into()]),
+            ),
+            (
+                "redis.cluster_nodes:",
+                Box::new(|r| r.cluster_nodes = vec!["h:1".into()]),
+            ),
+        ];
+        for (key, edit) in cases {
+            let error = redis_error(edit);
+            assert!(error.starts_with(key), "{key}: {error}");
+        }
+    }
+
+    #[test]
+    fn sentinel_and_cluster_settings_are_read() {
+        let mut raw = RawConfig::default();
+        raw.redis.sentinel_nodes = vec!["redis://a:26379".into(), " redis://b:26379 ".into()];
+        raw.redis.sentinel_master = "herald".into();
+        raw.redis.password = "secret".into();
+        raw.redis.wait_replicas = 1;
+        let redis = validate(raw).unwrap().redis.unwrap();
+        assert_eq!(
+            redis.topology,
+            RedisTopology::Sentinel {
+                nodes: vec!["redis://a:26379".into(), "redis://b:26379".into()],
+                master: "herald".into(),
+                sentinel_password: None,
+            }
+        );
+        assert_eq!(redis.password.as_deref(), Some("secret"));
+        assert_eq!(
+            (redis.wait_replicas, redis.wait_timeout),
+            (1, Duration::from_secs(1))
+        );
     }
 }

@@ -6,7 +6,7 @@ use actix_web::{
     http::{header, StatusCode},
     HttpResponse, ResponseError,
 };
-use herald_broker::BrokerError;
+use herald_broker::{error_chain, BrokerError};
 use serde::Serialize;
 
 /// Everything a request can fail with. Each variant picks its status; the
@@ -88,18 +88,6 @@ impl From<BrokerError> for ApiError {
             }
         }
     }
-}
-
-/// An error and its sources on one line, for logs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[derive(Serialize)]

@@ -7,10 +7,10 @@
 //! resolved once (no label lookup, no lock): streams count deliveries once
 //! per batch, not once per event.
 
-use herald_broker::{CloseReason, RegistryMetrics};
+use herald_broker::{BrokerMetrics, CloseReason, RegistryMetrics};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Routes with their own `route` label; anything else is `other`.
@@ -50,10 +50,8 @@ pub struct Metrics {
     pub publish_duration: Histogram,
     /// Stored to frame written.
     pub delivery_lag: Histogram,
-    /// 1 when the broker is reachable.
-    pub broker_up: IntGauge,
-    /// Broker reconnections.
-    pub broker_reconnects: IntCounter,
+    /// Broker health: reachability, reconnections, failovers, primaries.
+    pub broker: BrokerMetrics,
     /// HTTP requests per route and status.
     pub http_requests: IntCounterVec,
     /// Handed to the topic registry.
@@ -153,8 +151,28 @@ impl Metrics {
             "Event stored to frame handed to the connection, per written batch.",
             latency_buckets,
         );
-        let broker_up = gauge("herald_broker_up", "1 when the broker is reachable.");
-        let broker_reconnects = counter("herald_broker_reconnects_total", "Broker reconnections.");
+        let primaries = IntGaugeVec::new(
+            Opts::new(
+                "herald_broker_primaries",
+                "Redis primaries this node needs (one per Cluster shard), per state.",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        reg(Box::new(primaries.clone()));
+        let broker = BrokerMetrics {
+            up: gauge(
+                "herald_broker_up",
+                "1 when every Redis primary this node needs is reachable.",
+            ),
+            reconnects: counter("herald_broker_reconnects_total", "Broker reconnections."),
+            failovers: counter(
+                "herald_broker_failovers_total",
+                "Redis primary changes noticed (Sentinel or Cluster failover, a replica promoted).",
+            ),
+            primaries_up: primaries.with_label_values(&["up"]),
+            primaries_down: primaries.with_label_values(&["down"]),
+        };
         let topics = gauge("herald_topics", "Topics with local subscribers.");
         Self {
             connections,
@@ -165,8 +183,7 @@ impl Metrics {
             disconnects,
             publish_duration,
             delivery_lag,
-            broker_up,
-            broker_reconnects,
+            broker,
             http_requests,
             registry: RegistryMetrics {
                 topics,
@@ -218,6 +235,9 @@ mod tests {
             "herald_delivery_lag_seconds_bucket",
             "herald_broker_up ",
             "herald_broker_reconnects_total ",
+            "herald_broker_failovers_total 0",
+            "herald_broker_primaries{state=\"up\"} 0",
+            "herald_broker_primaries{state=\"down\"} 0",
             "herald_http_requests_total{route=\"/v1/publish\",status=\"202\"} 0",
         ] {
             assert!(text.contains(name), "missing {name}");

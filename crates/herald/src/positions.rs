@@ -62,11 +62,13 @@ impl StreamPositions {
     /// position to it.
     ///
     /// A stream sees every event of its topics in order, so anything but
-    /// the next sequence number of the same history is either old (a
-    /// duplicate) or a sign that events went missing: a jump inside an
-    /// epoch (history trimmed while the broker was unreachable) or a new
-    /// epoch (history lost and recreated). Only a topic that had no history
-    /// when the stream started may move to a new epoch's first event.
+    /// the event that follows the stream's position in the same history is
+    /// either old (a duplicate) or a sign that events went missing: an event
+    /// whose predecessor is not the stream's position (history trimmed while
+    /// the broker was unreachable, or the stream saw events a failed-over
+    /// Redis lost) or a new epoch (history lost and recreated). Only a topic
+    /// that had no history when the stream started may move to a new
+    /// epoch's first event.
     pub fn accept(&mut self, event: &SharedEvent) -> Verdict {
         let Some(entry) = self.find(&event.topic) else {
             return Verdict::Duplicate;
@@ -77,12 +79,12 @@ impl StreamPositions {
             if next.seq <= current.seq {
                 return Verdict::Duplicate;
             }
-            if next.seq == current.seq + 1 {
+            if event.prev == current.seq {
                 Verdict::Deliver
             } else {
                 Verdict::Gap
             }
-        } else if current.epoch == 0 && next.seq == 1 {
+        } else if current.epoch == 0 && event.prev == 0 {
             Verdict::Deliver
         } else {
             Verdict::Gap
@@ -147,6 +149,21 @@ mod tests {
         assert_eq!(positions.accept(&event(&t, 5, 4)), Verdict::Duplicate);
         assert_eq!(positions.accept(&event(&t, 5, 7)), Verdict::Gap);
         assert_eq!(positions.accept(&event(&t, 6, 1)), Verdict::Gap);
+    }
+
+    #[test]
+    fn a_skip_in_sequence_numbers_is_followed_unless_the_stream_is_inside_it() {
+        let t = Topic::new("t").unwrap();
+        let skipped = |seq| {
+            Arc::new(SharedEvent::encode(t.clone(), Position::new(5, seq), None, "x", 0).after(8))
+        };
+        let mut positions = StreamPositions::new(std::slice::from_ref(&t));
+        positions.set(&t, Position::new(5, 8));
+        assert_eq!(positions.accept(&skipped(1 << 32)), Verdict::Deliver);
+        // This stream saw 9 and 10 from a primary that then lost them.
+        let mut positions = StreamPositions::new(std::slice::from_ref(&t));
+        positions.set(&t, Position::new(5, 10));
+        assert_eq!(positions.accept(&skipped(1 << 32)), Verdict::Gap);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use herald_broker::{Broker, BrokerMetrics, CloseReason, MemoryBroker, RedisBroker, TopicRegistry};
+use herald_broker::{Broker, CloseReason, MemoryBroker, RedisBroker, RedisTopology, TopicRegistry};
 use socket2::{Domain, Socket, Type};
 use tokio::{
     net::TcpListener,
@@ -106,25 +106,33 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 }
 
 fn start_broker(settings: &Settings, metrics: &Metrics) -> anyhow::Result<Arc<dyn Broker>> {
-    Ok(match &settings.redis_url {
+    Ok(match &settings.redis {
         None => {
             let registry = Arc::new(TopicRegistry::new(metrics.registry.clone()));
-            metrics.broker_up.set(1);
+            metrics.broker.up.set(1);
             Arc::new(MemoryBroker::start(registry, settings.history))
         }
-        Some(url) => {
-            let broker_metrics = BrokerMetrics {
-                up: metrics.broker_up.clone(),
-                reconnects: metrics.broker_reconnects.clone(),
-            };
+        Some(redis) => {
             let broker = RedisBroker::start(
-                url,
+                redis,
                 settings.history,
                 metrics.registry.clone(),
-                broker_metrics,
+                metrics.broker.clone(),
             )
-            .context("redis.url")?;
-            tracing::info!(url = %redacted(url), "cluster node on redis");
+            .context("redis")?;
+            match &redis.topology {
+                RedisTopology::Standalone { url } => {
+                    tracing::info!(url = %redacted(url), "cluster node on a standalone redis");
+                }
+                RedisTopology::Sentinel { nodes, master, .. } => {
+                    let nodes: Vec<String> = nodes.iter().map(|n| redacted(n)).collect();
+                    tracing::info!(?nodes, %master, "cluster node on redis sentinel");
+                }
+                RedisTopology::Cluster { nodes } => {
+                    let nodes: Vec<String> = nodes.iter().map(|n| redacted(n)).collect();
+                    tracing::info!(?nodes, "cluster node on redis cluster");
+                }
+            }
             Arc::new(broker)
         }
     })

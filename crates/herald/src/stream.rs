@@ -21,7 +21,7 @@ use std::{
 use bytes::Bytes;
 use futures_util::Stream;
 use herald_broker::{
-    now_micros, Batch, EventKind, SharedEvent, SubscriberQueue, SubscriptionGuard, Topic,
+    now_micros, Batch, EventKind, Position, SharedEvent, SubscriberQueue, SubscriptionGuard, Topic,
     IDLE_CAPACITY,
 };
 use serde_json::json;
@@ -137,8 +137,7 @@ impl EventStream {
         match self.positions.accept(event) {
             Verdict::Duplicate => return false,
             Verdict::Gap => {
-                let mut before = event.position;
-                before.seq -= 1;
+                let before = Position::new(event.position.epoch, event.prev);
                 self.positions.set(&event.topic, before);
                 self.push_resync(std::slice::from_ref(&event.topic));
                 self.positions.set(&event.topic, event.position);

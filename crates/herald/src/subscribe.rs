@@ -6,7 +6,8 @@
 //!
 //! Setup order is what makes resume exact: read the heads of topics the
 //! client has no position for, join the topics (live events start queuing),
-//! then read each topic's history after the client's position. Live events
+//! then read every topic's history after the client's position (one
+//! broker call for all of them). Live events
 //! already covered by that history are dropped by the stream's positions.
 
 use std::{
@@ -165,7 +166,7 @@ pub async fn open(state: &Arc<AppState>, admission: Admission) -> Opened {
         Ok(stream) => Opened::Stream(stream),
         Err(Refusal::Capacity) => Opened::Refused(refuse(state, Some("capacity"))),
         Err(Refusal::Broker(error)) => {
-            tracing::warn!(error = %crate::error::error_chain(&error), "cannot open stream");
+            tracing::warn!(error = %herald_broker::error_chain(&error), "cannot open stream");
             Opened::Refused(refuse(state, None))
         }
     }
@@ -204,8 +205,9 @@ async fn setup(state: &Arc<AppState>, admission: Admission) -> Result<EventStrea
     let subscription = state.broker.subscribe(&topics, &queue).await?;
 
     let mut positions = StreamPositions::new(&topics);
-    let mut resync = Vec::new();
-    let mut replay = Vec::new();
+    // Per topic, in request order: resync it (else replay its history).
+    let mut resyncs = Vec::with_capacity(topics.len());
+    let mut resume_from = Vec::with_capacity(topics.len());
     for (topic, start) in topics.iter().zip(starts) {
         let from = match start {
             Start::From(position) => position,
@@ -214,18 +216,32 @@ async fn setup(state: &Arc<AppState>, admission: Admission) -> Result<EventStrea
             }
         };
         positions.set(topic, from);
-        if matches!(start, Start::Resync) {
-            resync.push(topic.clone());
-            continue;
+        resyncs.push(matches!(start, Start::Resync));
+        if !matches!(start, Start::Resync) {
+            resume_from.push((topic.clone(), from));
         }
-        match state.broker.resume(topic, from).await? {
+    }
+    let mut replay = Vec::new();
+    let resumed = state.broker.resume(&resume_from).await?;
+    for ((topic, _), resume) in resume_from.iter().zip(resumed) {
+        match resume {
             Resume::Replay(events) => replay.extend(events),
             Resume::Resync { head } => {
                 positions.set(topic, head);
-                resync.push(topic.clone());
+                let index = topics
+                    .iter()
+                    .position(|t| t == topic)
+                    .expect("a requested topic");
+                resyncs[index] = true;
             }
         }
     }
+    let resync: Vec<Topic> = topics
+        .iter()
+        .zip(&resyncs)
+        .filter(|(_, resync)| **resync)
+        .map(|(topic, _)| topic.clone())
+        .collect();
     if cursor.is_some() {
         let metrics = &state.metrics;
         if resync.is_empty() {

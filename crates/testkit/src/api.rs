@@ -221,6 +221,15 @@ impl Api {
             .unwrap_or_else(|e| panic!("/metrics is not valid Prometheus text: {e}"))
     }
 
+    /// One sample of `/metrics`: the series `name` with exactly `labels`.
+    ///
+    /// # Panics
+    ///
+    /// As [`Api::metrics`].
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.metrics().await.value(name, labels)
+    }
+
     /// The status of `GET path`, or `None` when the node cannot be reached
     /// (for polling a node that is starting or stopping).
     pub async fn status_of(&self, path: &str) -> Option<u16> {

@@ -14,10 +14,19 @@
 //! - [`RedisServer`]: `redis-server` on a free port in a temporary directory.
 //! - [`RedisServer::start_durable`]: the same with an fsynced append-only
 //!   file (restarts keep data); either can be paused with SIGSTOP.
-//!   [`start_nodes`], [`live_channel`] and
-//!   readers of Redis replies for cluster tests.
+//! - [`RedisCluster`]: a real Redis Cluster (3 primaries and a replica
+//!   each, typically) with failovers, crashes, frozen nodes and online
+//!   slot migration ([`SlotMigration`]); [`key_slot`] and [`topic_slot`]
+//!   say which shard a key or topic lives on.
+//! - [`RedisSentinel`]: a primary, its replicas and three sentinels, with
+//!   failovers on demand or after a crash, optionally with passwords on the
+//!   data nodes and on the sentinels.
+//! - [`start_nodes`], [`live_channel`] and readers of Redis replies for
+//!   multi-node tests.
 //! - [`PublisherLoop`]: a backend publishing through faults, retrying
 //!   refusals with the same idempotency key, every answer in a [`PublishLog`].
+//! - [`Traffic`] / [`Delivery`]: a publisher and stream readers running
+//!   through faults, and the event-by-event verdict on what arrived.
 //! - [`SseStream`] / [`Subscribe`]: an SSE client over reqwest streaming
 //!   that parses with [`herald_sse::Parser`]; on a new connection, on a
 //!   reused keep-alive one ([`Node::client_with_idle_connection`]), or as
@@ -53,9 +62,12 @@ mod publisher;
 mod raw;
 mod reconnecting;
 mod redis;
+mod redis_cluster;
+mod redis_sentinel;
 mod resp;
 mod restartable_port;
 mod sse;
+mod traffic;
 mod wait;
 
 use std::time::Duration;
@@ -79,9 +91,15 @@ pub use prometheus::{Exposition, Family, MetricType, ParseError, Sample};
 pub use publisher::{Attempt, PublishLog, PublisherLoop, Refusal};
 pub use reconnecting::ReconnectingClient;
 pub use redis::RedisServer;
+pub use redis_cluster::{
+    key_slot, topic_slot, ClusterNode, ClusterOptions, ClusterRole, RedisCluster, SlotMigration,
+    CLUSTER_SLOTS,
+};
+pub use redis_sentinel::{RedisSentinel, SentinelOptions};
 pub use resp::Resp;
 pub use restartable_port::restartable_port;
 pub use sse::{Next, SseStream, Subscribe};
+pub use traffic::{Delivery, Received, Traffic};
 pub use wait::eventually;
 
 /// How long tests wait for something that should happen "at once" (an

@@ -1,145 +1,176 @@
 //! Reading topics' history out of Redis.
 //!
-//! A read is one read-only script (`read.lua`): the current incarnation
-//! first, then each topic's window (epoch, first and last sequence numbers)
-//! and, when asked, the entries after a position. One atomic step means
-//! trimming between the reads cannot open an unnoticed gap; a history from
-//! another incarnation (see `keys::INCARNATION`) reads as no history at all.
+//! A read is the read-only script `read.lua`: each topic's window (epoch,
+//! first and last sequence numbers) and, when asked, the entries after a
+//! position, in one atomic step, so trimming between the reads cannot open
+//! an unnoticed gap. The script reads the topics of one hash slot (Cluster)
+//! or of a whole chunk of topics (one primary); the topology pipelines the
+//! scripts of a primary into one round trip.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use redis::{streams::StreamRangeReply, Value};
 
-use super::keys;
+use super::{
+    keys, script,
+    slot::key_slot,
+    topology::{Call, Topology},
+};
 use crate::{resume::HistoryWindow, BrokerError, EventName, Position, SharedEvent, Topic};
 
-/// A window and the retained events after a position.
+/// Topics per script on a single primary; bounds one script's run time.
+const CHUNK: usize = 500;
+
+/// What was read of one topic.
 #[derive(Debug)]
-pub(crate) struct HistorySlice {
+pub(crate) struct TopicHistory {
     pub(crate) window: HistoryWindow,
+    /// The retained events after the requested position, oldest first
+    /// (empty for a window-only read, or when the topic has no history).
     pub(crate) events: Vec<Arc<SharedEvent>>,
+    /// The stream's length, when asked.
+    pub(crate) length: u64,
 }
 
-/// Builds a history read; add topics with [`HistoryRead::window`] and
-/// [`HistoryRead::after`], run it, and decode the replies in the same order
-/// with [`Replies`].
-#[derive(Debug)]
+/// A read of several topics; add them, then [`HistoryRead::run`].
+#[derive(Debug, Default)]
 pub(crate) struct HistoryRead {
-    keys: Vec<String>,
-    args: Vec<String>,
+    topics: Vec<TopicRead>,
 }
 
-static READ_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(include_str!("read.lua")));
+#[derive(Debug)]
+struct TopicRead {
+    topic: Topic,
+    after: Option<u64>,
+    max: usize,
+    length: bool,
+}
 
 impl HistoryRead {
-    /// A read; its first reply is the current incarnation.
     pub(crate) fn new() -> Self {
-        Self {
-            keys: vec![keys::INCARNATION.to_owned()],
-            args: Vec::new(),
-        }
+        Self::default()
     }
 
-    /// Reads `topic`'s window; decode with [`Replies::window`].
+    /// Reads `topic`'s window.
     pub(crate) fn window(&mut self, topic: &Topic) -> &mut Self {
         self.add(topic, None, 0, false)
     }
 
-    /// Reads `topic`'s window and stream length; decode with
-    /// [`Replies::window`] then [`Replies::value`].
+    /// Reads `topic`'s window and stream length.
     pub(crate) fn window_and_length(&mut self, topic: &Topic) -> &mut Self {
         self.add(topic, None, 0, true)
     }
 
-    /// Reads `topic`'s window and up to `max` events after `after`; decode
-    /// with [`Replies::slice`].
+    /// Reads `topic`'s window and up to `max` events after `after`.
     pub(crate) fn after(&mut self, topic: &Topic, after: u64, max: usize) -> &mut Self {
         self.add(topic, Some(after), max, false)
     }
 
     fn add(&mut self, topic: &Topic, after: Option<u64>, max: usize, length: bool) -> &mut Self {
-        self.keys.push(keys::meta(topic));
-        self.keys.push(keys::events(topic));
-        self.args
-            .push(after.map_or_else(|| "-1".to_owned(), |a| a.to_string()));
-        self.args.push(max.to_string());
-        self.args.push(if length { "1" } else { "0" }.to_owned());
+        self.topics.push(TopicRead {
+            topic: topic.clone(),
+            after,
+            max,
+            length,
+        });
         self
     }
 
-    /// Runs the read.
-    pub(crate) async fn run(&self, pool: &deadpool_redis::Pool) -> Result<Replies, BrokerError> {
-        let mut invocation = READ_SCRIPT.prepare_invoke();
-        for key in &self.keys {
-            invocation.key(key);
+    /// Runs the read: one result per added topic, in order.
+    pub(crate) async fn run(&self, topology: &Topology) -> Result<Vec<TopicHistory>, BrokerError> {
+        if self.topics.is_empty() {
+            return Ok(Vec::new());
         }
-        for arg in &self.args {
-            invocation.arg(arg);
-        }
-        let values: Vec<Value> = super::invoke(pool, &invocation).await?;
-        let mut values = values.into_iter();
-        let incarnation: Option<String> =
-            redis::from_redis_value(values.next().ok_or_else(short)?).map_err(protocol)?;
-        Ok(Replies {
-            incarnation: incarnation.unwrap_or_default(),
-            values,
-        })
-    }
-}
-
-/// The replies of a [`HistoryRead`], decoded in the order the read was
-/// built.
-#[derive(Debug)]
-pub(crate) struct Replies {
-    incarnation: String,
-    values: std::vec::IntoIter<Value>,
-}
-
-impl Replies {
-    /// The next reply, as is.
-    pub(crate) fn value(&mut self) -> Result<Value, BrokerError> {
-        self.values.next().ok_or_else(short)
-    }
-
-    /// The next topic's window.
-    pub(crate) fn window(&mut self) -> Result<HistoryWindow, BrokerError> {
-        let (epoch, last, incarnation): (Option<u32>, Option<u64>, Option<String>) =
-            redis::from_redis_value(self.value()?).map_err(protocol)?;
-        let first: StreamRangeReply = redis::from_redis_value(self.value()?).map_err(protocol)?;
-        let first_seq = first
-            .ids
-            .first()
-            .map(|entry| seq_of(&entry.id))
-            .transpose()?;
-        let current = incarnation.unwrap_or_default() == self.incarnation;
-        Ok(match (epoch, last, first_seq) {
-            (Some(epoch), Some(last), Some(first)) if epoch != 0 && current => {
-                HistoryWindow { epoch, first, last }
+        // Indices of the topics each script reads.
+        let groups: Vec<(u16, Vec<usize>)> = if topology.is_cluster() {
+            let mut by_slot: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+            for (index, read) in self.topics.iter().enumerate() {
+                by_slot
+                    .entry(key_slot(read.topic.as_str().as_bytes()))
+                    .or_default()
+                    .push(index);
             }
-            // No epoch, an epoch whose stream is gone, or one from before a
-            // failover: no usable history.
-            _ => HistoryWindow::NONE,
-        })
-    }
-
-    /// The next topic's window and events.
-    pub(crate) fn slice(&mut self, topic: &Topic) -> Result<HistorySlice, BrokerError> {
-        let window = self.window()?;
-        let range: StreamRangeReply = redis::from_redis_value(self.value()?).map_err(protocol)?;
-        if window.epoch == 0 {
-            return Ok(HistorySlice {
-                window,
-                events: Vec::new(),
-            });
+            by_slot.into_iter().collect()
+        } else {
+            let indices: Vec<usize> = (0..self.topics.len()).collect();
+            indices.chunks(CHUNK).map(|c| (0, c.to_vec())).collect()
+        };
+        let calls: Vec<Call> = groups
+            .iter()
+            .map(|(slot, indices)| {
+                let mut keys = Vec::with_capacity(indices.len() * 2);
+                let mut args = Vec::with_capacity(indices.len() * 3);
+                for &index in indices {
+                    let read = &self.topics[index];
+                    keys.push(keys::meta(&read.topic));
+                    keys.push(keys::events(&read.topic));
+                    args.push(
+                        read.after
+                            .map_or_else(|| "-1".to_owned(), |a| a.to_string()),
+                    );
+                    args.push(read.max.to_string());
+                    args.push(if read.length { "1" } else { "0" }.to_owned());
+                }
+                Call::read_script(*slot, &script::READ, keys, args)
+            })
+            .collect();
+        let replies = topology.execute_all(&calls).await?;
+        let mut results: Vec<Option<TopicHistory>> = self.topics.iter().map(|_| None).collect();
+        for ((_, indices), reply) in groups.iter().zip(replies) {
+            let values: Vec<Value> = redis::from_redis_value(reply).map_err(protocol)?;
+            let mut values = values.into_iter();
+            for &index in indices {
+                results[index] = Some(decode(&self.topics[index], &mut values)?);
+            }
         }
-        let events = range
-            .ids
+        Ok(results
             .into_iter()
-            .map(|entry| decode_entry(topic, window.epoch, &entry))
-            .collect::<Result<_, _>>()?;
-        Ok(HistorySlice { window, events })
+            .map(|r| r.expect("every topic is read"))
+            .collect())
     }
+}
+
+fn decode(
+    read: &TopicRead,
+    values: &mut impl Iterator<Item = Value>,
+) -> Result<TopicHistory, BrokerError> {
+    let mut next = || values.next().ok_or_else(short);
+    let (epoch, last): (Option<u32>, Option<u64>) =
+        redis::from_redis_value(next()?).map_err(protocol)?;
+    let first: StreamRangeReply = redis::from_redis_value(next()?).map_err(protocol)?;
+    let range: Option<StreamRangeReply> = match read.after {
+        Some(_) => Some(redis::from_redis_value(next()?).map_err(protocol)?),
+        None => None,
+    };
+    let length: u64 = if read.length {
+        redis::from_redis_value(next()?).map_err(protocol)?
+    } else {
+        0
+    };
+    let first = first.ids.first().map(entry_seqs).transpose()?;
+    let window = match (epoch, last, first) {
+        (Some(epoch), Some(last), Some((first, first_prev))) if epoch != 0 => HistoryWindow {
+            epoch,
+            first,
+            first_prev,
+            last,
+        },
+        // No epoch, or an epoch whose stream is gone: no usable history.
+        _ => HistoryWindow::NONE,
+    };
+    let events = match range {
+        Some(range) if window.epoch != 0 => range
+            .ids
+            .iter()
+            .map(|entry| decode_entry(&read.topic, window.epoch, entry))
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    };
+    Ok(TopicHistory {
+        window,
+        events,
+        length: if window.epoch == 0 { 0 } else { length },
+    })
 }
 
 fn decode_entry(
@@ -147,35 +178,55 @@ fn decode_entry(
     epoch: u32,
     entry: &redis::streams::StreamId,
 ) -> Result<Arc<SharedEvent>, BrokerError> {
-    let field = |name: &str| -> Result<String, BrokerError> {
-        match entry.map.get(name) {
-            Some(value) => redis::from_redis_value(value.clone()).map_err(protocol),
-            None => Err(BrokerError::Protocol(format!(
-                "history entry without {name}"
-            ))),
-        }
+    let field = |name: &str| -> Result<Option<String>, BrokerError> {
+        entry
+            .map
+            .get(name)
+            .map(|value| redis::from_redis_value(value.clone()).map_err(protocol))
+            .transpose()
     };
-    let event = match field("e")?.as_str() {
+    let required = |name: &str| {
+        field(name)?.ok_or_else(|| BrokerError::Protocol(format!("history entry without {name}")))
+    };
+    let event = match required("e")?.as_str() {
         "" => None,
         name => Some(EventName::new(name).map_err(|e| BrokerError::Protocol(e.to_string()))?),
     };
-    Ok(Arc::new(SharedEvent::encode(
-        topic.clone(),
-        Position::new(epoch, seq_of(&entry.id)?),
-        event.as_ref(),
-        &field("d")?,
-        field("t")?.parse().unwrap_or(0),
-    )))
+    let (seq, prev) = entry_seqs(entry)?;
+    Ok(Arc::new(
+        SharedEvent::encode(
+            topic.clone(),
+            Position::new(epoch, seq),
+            event.as_ref(),
+            &required("d")?,
+            required("t")?.parse().unwrap_or(0),
+        )
+        .after(prev),
+    ))
 }
 
-fn seq_of(id: &str) -> Result<u64, BrokerError> {
-    id.split_once('-')
-        .and_then(|(seq, _)| seq.parse().ok())
-        .ok_or_else(|| BrokerError::Protocol(format!("unexpected stream id {id:?}")))
+/// An entry's sequence number and its predecessor's (the `p` field, written
+/// only where sequence numbers skip).
+fn entry_seqs(entry: &redis::streams::StreamId) -> Result<(u64, u64), BrokerError> {
+    let seq = entry
+        .id
+        .split_once('-')
+        .and_then(|(seq, _)| seq.parse::<u64>().ok())
+        .filter(|seq| *seq > 0)
+        .ok_or_else(|| BrokerError::Protocol(format!("unexpected stream id {:?}", entry.id)))?;
+    let prev = match entry.map.get("p") {
+        Some(value) => redis::from_redis_value::<String>(value.clone())
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .filter(|p| *p < seq)
+            .ok_or_else(|| BrokerError::Protocol("unexpected predecessor field".into()))?,
+        None => seq - 1,
+    };
+    Ok((seq, prev))
 }
 
 fn short() -> BrokerError {
-    BrokerError::Protocol("short pipeline reply".into())
+    BrokerError::Protocol("short history reply".into())
 }
 
 fn protocol(error: impl std::fmt::Display) -> BrokerError {

@@ -2,69 +2,98 @@
 //!
 //! Redis holds all shared state: each topic's history (a stream trimmed to
 //! `history.max_events`, expiring after `history.ttl`), its epoch and last
-//! sequence number, publish idempotency keys, and presence counts. Nodes
-//! share nothing else. A node has one pub/sub connection (see
-//! `subscriber.rs`) and a pool for commands.
+//! sequence number, publish idempotency records, and presence counts. Nodes
+//! share nothing else.
+//!
+//! **Topologies.** A standalone primary, a primary found through Sentinel,
+//! or a Redis Cluster: `topology/` is the one place that knows which, and
+//! every command goes through it with the hash slot it touches. Every key
+//! of a topic carries the topic as hash tag (`keys.rs`), so a topic lives on
+//! one shard and each script touches one slot.
 //!
 //! **Cursors across nodes.** Positions are assigned inside Redis by the
 //! publish script (per-topic epoch and sequence number), so a cursor means
-//! the same on every node: a client resumes anywhere. A multi-topic stream's
-//! cursor holds one position per topic, and each topic's events are numbered
-//! contiguously in one history, so "every event after position p on topic t"
-//! is well defined for each topic on its own; there is no cross-topic order
-//! to preserve, and none is promised.
+//! the same on every node: a client resumes anywhere. A multi-topic
+//! stream's cursor holds one position per topic, and each topic's events
+//! are numbered in one history, so "every event after position p on topic
+//! t" is well defined for each topic on its own; there is no cross-topic
+//! order to preserve, and none is promised.
 //!
-//! This implementation targets a standalone Redis 7 (or one reached through
-//! a proxy that keeps a request's keys together): the publish script of a
-//! request touches every topic of the request at once.
+//! **Failovers that lose writes.** Redis replicates asynchronously: a
+//! promoted replica may lack events the old primary acknowledged. Each
+//! topic records the replication id of the primary that last wrote it; the
+//! first write under another primary skips far ahead in sequence numbers
+//! and names its real predecessor (`publish.lua`, `resume.rs`). Numbers the
+//! old primary may have handed out are never reused, a client that saw
+//! such an event is told to resync, and one that did not loses nothing it
+//! could resume.
+//!
+//! - `publish.rs`, `history.rs`, `presence.rs`: what is written and read.
+//! - `live/`: one pub/sub link per primary with local topics.
+//! - `topology/`: routing, connections, failover detection.
 
 mod history;
 mod keys;
 mod live;
 mod presence;
-mod subscriber;
+mod publish;
+mod script;
+mod settings;
+mod slot;
+mod topology;
 mod wire;
 
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use deadpool_redis::{Pool, Runtime};
 use prometheus::{IntCounter, IntGauge};
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use self::{history::HistoryRead, live::LiveState, subscriber::Subscriber};
+pub use self::settings::{RedisSettings, RedisTopology};
+use self::{history::HistoryRead, live::LiveState, topology::Topology};
 use crate::{
-    memory::{new_epoch, IDEMPOTENCY_WINDOW},
-    now_micros,
     resume::{plan, HistoryWindow, Plan},
     Broker, BrokerError, HistorySettings, Message, Position, Receipt, RegistryMetrics, Resume,
-    SubscriberQueue, SubscriptionGuard, Target, Topic, TopicInfo, TopicRegistry,
+    SubscriberQueue, SubscriptionGuard, Topic, TopicInfo, TopicRegistry,
 };
 
-/// Time allowed for one round trip to Redis. Past it the call fails with
-/// [`BrokerError::Unavailable`]: callers answer `503` rather than hang.
-pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a starting stream waits for its topics' subscriptions.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Commands in flight at once from one node.
-const POOL_SIZE: usize = 32;
-
-static PUBLISH_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(include_str!("publish.lua")));
 
 /// Broker health metrics, owned by the node's metrics.
 #[derive(Debug, Clone)]
 pub struct BrokerMetrics {
-    /// 1 while the broker is reachable.
+    /// 1 while every primary the node needs is reachable.
     pub up: IntGauge,
     /// Reconnections after a lost connection.
     pub reconnects: IntCounter,
+    /// Primary changes noticed (a failover, a replica promoted).
+    pub failovers: IntCounter,
+    /// Primaries the node needs that are reachable.
+    pub primaries_up: IntGauge,
+    /// Primaries the node needs that are not.
+    pub primaries_down: IntGauge,
+}
+
+impl BrokerMetrics {
+    /// Metrics not registered anywhere, for tests and tools.
+    pub fn unregistered() -> Self {
+        let gauge = |name| IntGauge::new(name, name).expect("valid metric name");
+        let counter = |name| IntCounter::new(name, name).expect("valid metric name");
+        Self {
+            up: gauge("up"),
+            reconnects: counter("reconnects"),
+            failovers: counter("failovers"),
+            primaries_up: gauge("primaries_up"),
+            primaries_down: gauge("primaries_down"),
+        }
+    }
 }
 
 /// A cluster node's broker, backed by Redis.
 #[derive(Debug)]
 pub struct RedisBroker {
-    pool: Pool,
+    topology: Arc<Topology>,
     registry: Arc<TopicRegistry>,
     live: Arc<LiveState>,
     history: HistorySettings,
@@ -73,20 +102,21 @@ pub struct RedisBroker {
 }
 
 impl RedisBroker {
-    /// Starts a broker on `url`: the subscriber and presence tasks, owned by
-    /// the broker and stopped by [`Broker::close`] or when it is dropped. A
-    /// Redis that is down is not an error here: the node starts unready and
+    /// Starts a broker on the Redis `settings` describe: the topology
+    /// monitor, the live-event links and the presence task, owned by the
+    /// broker and stopped by [`Broker::close`] or when it is dropped. Redis
+    /// being down is not an error here: the node starts unready and
     /// connects when Redis comes up.
     ///
     /// # Errors
     ///
-    /// [`BrokerError::Protocol`] when `url` is not a valid Redis URL.
+    /// [`BrokerError::Protocol`] when a URL is not a valid Redis URL.
     ///
     /// # Panics
     ///
     /// Outside a Tokio runtime.
     pub fn start(
-        url: &str,
+        settings: &RedisSettings,
         history: HistorySettings,
         registry_metrics: RegistryMetrics,
         metrics: BrokerMetrics,
@@ -94,43 +124,27 @@ impl RedisBroker {
         // `rediss://` URLs use rustls; its process-wide crypto provider is
         // chosen here, once (a second install is a harmless no-op).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = redis::Client::open(url).map_err(|e| BrokerError::Protocol(e.to_string()))?;
-        let pool = deadpool_redis::Config::from_url(url)
-            .builder()
-            .map_err(|e| BrokerError::Protocol(e.to_string()))?
-            .max_size(POOL_SIZE)
-            .wait_timeout(Some(COMMAND_TIMEOUT))
-            .create_timeout(Some(COMMAND_TIMEOUT))
-            .recycle_timeout(Some(COMMAND_TIMEOUT))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| BrokerError::Protocol(e.to_string()))?;
+        let topology = Arc::new(Topology::new(settings, metrics)?);
         let (interest_tx, interest) = mpsc::unbounded_channel();
         let registry = Arc::new(TopicRegistry::with_interest(registry_metrics, interest_tx));
-        let live = Arc::new(LiveState::default());
         let node = uuid::Uuid::new_v4().simple().to_string();
-        metrics.up.set(0);
-        let subscriber = Subscriber {
-            client,
-            pool: pool.clone(),
-            registry: Arc::clone(&registry),
+        let (live, coordinator) = live::start(
+            Arc::clone(&topology),
+            Arc::clone(&registry),
             interest,
-            live: Arc::clone(&live),
-            metrics,
-            max_events: history.max_events,
-            last: Default::default(),
-        };
+            history.max_events,
+        );
         let tasks = vec![
-            tokio::spawn(subscriber.run()),
+            tokio::spawn(Arc::clone(&topology).monitor()),
+            coordinator,
             tokio::spawn(presence::run(
-                pool.clone(),
+                Arc::clone(&topology),
                 Arc::clone(&registry),
-                Arc::clone(&live),
                 node.clone(),
             )),
         ];
         Ok(Self {
-            pool,
+            topology,
             registry,
             live,
             history,
@@ -153,166 +167,23 @@ impl Drop for RedisBroker {
     }
 }
 
-/// Runs `pipe` on a pooled connection within [`COMMAND_TIMEOUT`].
-pub(crate) async fn query<T: redis::FromRedisValue>(
-    pool: &Pool,
-    pipe: &redis::Pipeline,
-) -> Result<T, BrokerError> {
-    let work = async {
-        let mut conn = pool.get().await.map_err(BrokerError::unavailable)?;
-        pipe.query_async::<T>(&mut conn).await.map_err(classify)
-    };
-    tokio::time::timeout(COMMAND_TIMEOUT, work)
-        .await
-        .map_err(|_| BrokerError::unavailable("redis did not answer in time"))?
-}
-
-/// Runs a prepared script on a pooled connection within
-/// [`COMMAND_TIMEOUT`].
-pub(crate) async fn invoke<T: redis::FromRedisValue>(
-    pool: &Pool,
-    invocation: &redis::ScriptInvocation<'_>,
-) -> Result<T, BrokerError> {
-    let work = async {
-        let mut conn = pool.get().await.map_err(BrokerError::unavailable)?;
-        invocation
-            .invoke_async::<T>(&mut conn)
-            .await
-            .map_err(classify)
-    };
-    tokio::time::timeout(COMMAND_TIMEOUT, work)
-        .await
-        .map_err(|_| BrokerError::unavailable("redis did not answer in time"))?
-}
-
-/// Failures that pass mean "try again later": a lost connection, a Redis
-/// still loading, out of memory, or a read-only replica (as during a
-/// failover). Anything else is a protocol surprise.
-fn classify(error: redis::RedisError) -> BrokerError {
-    let refusing = matches!(
-        error.code(),
-        Some("OOM" | "READONLY" | "LOADING" | "MASTERDOWN")
-    );
-    if refusing
-        || error.is_io_error()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || error.is_timeout()
-        || matches!(
-            error.kind(),
-            redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
-        )
-    {
-        BrokerError::unavailable(error)
-    } else {
-        BrokerError::Protocol(error.to_string())
-    }
-}
-
-/// The newest position of each of `topics`.
-pub(crate) async fn read_heads(
-    pool: &Pool,
-    topics: &[Topic],
-) -> Result<Vec<Position>, BrokerError> {
-    if topics.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut read = HistoryRead::new();
-    for topic in topics {
-        read.window(topic);
-    }
-    let mut replies = read.run(pool).await?;
-    topics
-        .iter()
-        .map(|_| replies.window().map(|w| w.head()))
-        .collect()
-}
-
-/// Notices a failover and rotates the incarnation (see
-/// `keys::INCARNATION`). A promoted replica names its old primary's
-/// replication id as `master_replid2`, and carries the id herald recorded
-/// (it travels with the data): when the two match, the primary changed and
-/// may lack the newest events. Any other change of id (a restart, with or
-/// without its data) is only recorded: a restart that kept its data lost
-/// nothing, and one that lost it shows up as missing histories anyway.
-pub(crate) async fn check_failover(pool: &Pool) -> Result<(), BrokerError> {
-    let mut pipe = redis::pipe();
-    pipe.cmd("INFO")
-        .arg("replication")
-        .cmd("GET")
-        .arg(keys::REPLICATION_ID);
-    let (info, recorded): (String, Option<String>) = query(pool, &pipe).await?;
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|line| line.strip_prefix(name))
-            .map(str::trim)
-            .map(str::to_owned)
-    };
-    let Some(current) = field("master_replid:") else {
-        return Ok(());
-    };
-    if recorded.as_deref() == Some(current.as_str()) {
-        return Ok(());
-    }
-    let mut pipe = redis::pipe();
-    if recorded.is_some() && recorded == field("master_replid2:") {
-        tracing::warn!("a replica was promoted: histories are invalidated, clients resync");
-        pipe.cmd("SET")
-            .arg(keys::INCARNATION)
-            .arg(new_epoch())
-            .ignore();
-    }
-    pipe.cmd("SET")
-        .arg(keys::REPLICATION_ID)
-        .arg(current)
-        .ignore();
-    query::<()>(pool, &pipe).await
-}
-
 #[async_trait]
 impl Broker for RedisBroker {
     async fn publish(&self, messages: Vec<Message>) -> Result<Vec<Receipt>, BrokerError> {
-        let mut invocation = PUBLISH_SCRIPT.prepare_invoke();
-        invocation.key(keys::INCARNATION);
-        invocation
-            .arg(self.history.max_events)
-            .arg(self.history.ttl.as_millis() as u64)
-            .arg(IDEMPOTENCY_WINDOW.as_millis() as u64)
-            .arg(now_micros())
-            .arg(messages.len());
-        for message in &messages {
-            let topics = message.target.topics();
-            let key = message.idempotency_key.as_deref().unwrap_or("");
-            invocation.key(keys::idempotency(key));
-            invocation
-                .arg(key)
-                .arg(match message.target {
-                    Target::One(_) => "o",
-                    Target::Many(_) => "m",
-                })
-                .arg(topics.len())
-                .arg(message.event.as_ref().map_or("", |e| e.as_str()))
-                .arg(&message.data);
-            for topic in topics {
-                invocation.key(keys::events(topic)).key(keys::meta(topic));
-                invocation
-                    .arg(topic.as_str())
-                    .arg(keys::channel(topic))
-                    .arg(new_epoch());
-            }
-        }
-        let receipts: Vec<String> = invoke(&self.pool, &invocation).await?;
-        receipts
-            .iter()
-            .map(|text| {
-                wire::parse_receipt(text)
-                    .ok_or_else(|| BrokerError::Protocol(format!("unexpected receipt {text:?}")))
-            })
-            .collect()
+        publish::publish(&self.topology, &self.history, &messages).await
     }
 
     async fn heads(&self, topics: &[Topic]) -> Result<Vec<Position>, BrokerError> {
-        read_heads(&self.pool, topics).await
+        let mut read = HistoryRead::new();
+        for topic in topics {
+            read.window(topic);
+        }
+        Ok(read
+            .run(&self.topology)
+            .await?
+            .iter()
+            .map(|h| h.window.head())
+            .collect())
     }
 
     async fn subscribe(
@@ -330,40 +201,50 @@ impl Broker for RedisBroker {
         }
     }
 
-    async fn resume(&self, topic: &Topic, from: Position) -> Result<Resume, BrokerError> {
-        let after = if from.epoch == 0 { 0 } else { from.seq };
+    async fn resume(&self, from: &[(Topic, Position)]) -> Result<Vec<Resume>, BrokerError> {
         let mut read = HistoryRead::new();
-        read.after(topic, after, self.history.max_events);
-        let slice = read.run(&self.pool).await?.slice(topic)?;
-        Ok(match plan(from, slice.window) {
-            Plan::Resync => Resume::Resync {
-                head: slice.window.head(),
-            },
-            Plan::Replay { after } => Resume::Replay(
-                slice
-                    .events
-                    .into_iter()
-                    .filter(|e| e.position.seq > after)
-                    .collect(),
-            ),
-        })
+        for (topic, position) in from {
+            let after = if position.epoch == 0 { 0 } else { position.seq };
+            read.after(topic, after, self.history.max_events);
+        }
+        let histories = read.run(&self.topology).await?;
+        Ok(from
+            .iter()
+            .zip(histories)
+            .map(|((_, position), history)| {
+                let next_prev = history.events.first().map(|e| e.prev);
+                match plan(*position, history.window, next_prev) {
+                    Plan::Resync => Resume::Resync {
+                        head: history.window.head(),
+                    },
+                    Plan::Replay { after } => Resume::Replay(
+                        history
+                            .events
+                            .into_iter()
+                            .filter(|e| e.position.seq > after)
+                            .collect(),
+                    ),
+                }
+            })
+            .collect())
     }
 
     async fn topic_info(&self, topic: &Topic) -> Result<TopicInfo, BrokerError> {
         let mut read = HistoryRead::new();
         read.window_and_length(topic);
-        let mut replies = read.run(&self.pool).await?;
-        let window = replies.window()?;
-        let length: u64 = redis::from_redis_value(replies.value()?)
-            .map_err(|e| BrokerError::Protocol(e.to_string()))?;
-        let remote = presence::remote_count(&self.pool, topic, &self.node).await?;
+        let history = read
+            .run(&self.topology)
+            .await?
+            .pop()
+            .ok_or_else(|| BrokerError::Protocol("no history reply".into()))?;
+        let remote = presence::remote_count(&self.topology, topic, &self.node).await?;
         let local = self.registry.subscriber_count(topic) as u64;
-        let (first, last, length) = match window {
+        let (first, last, length) = match history.window {
             HistoryWindow { epoch: 0, .. } => (None, None, 0),
             w => (
                 Some(Position::new(w.epoch, w.first)),
                 Some(w.head()),
-                length,
+                history.length,
             ),
         };
         Ok(TopicInfo {
@@ -375,13 +256,13 @@ impl Broker for RedisBroker {
     }
 
     fn is_up(&self) -> bool {
-        self.live.is_up()
+        self.topology.is_up()
     }
 
     async fn close(&self) {
         for task in &self.tasks {
             task.abort();
         }
-        presence::leave(&self.pool, &self.node).await;
+        presence::leave(&self.topology, &self.node).await;
     }
 }
