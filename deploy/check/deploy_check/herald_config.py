@@ -40,6 +40,22 @@ def documented_keys(root: Path, report: Report) -> set[str]:
     return found
 
 
+# The keys that choose a Redis topology; herald refuses to start with more
+# than one of them set (to a non-empty value).
+TOPOLOGY_SELECTORS = ("redis.url", "redis.sentinel_nodes", "redis.cluster_nodes")
+
+
+def known_keys(root: Path, report: Report) -> set[str]:
+    """Every key a deployment file may set."""
+    return documented_keys(root, report)
+
+
+def topologies(settings: dict[str, object]) -> list[str]:
+    """The topology keys among dotted `settings` that are set to something
+    (an empty string or list leaves the key unset)."""
+    return [key for key in TOPOLOGY_SELECTORS if settings.get(key) not in (None, "", [])]
+
+
 def env_key(name: str) -> str | None:
     """The dotted key an environment variable sets (HERALD__SERVER__BIND:
     server.bind); None for a variable that is not a herald setting."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .herald_config import documented_keys, env_key, keys
+from .herald_config import env_key, keys, known_keys, topologies
 from .loading import load_toml_text, load_yaml, parse_duration
 from .report import Report
 
@@ -60,7 +60,7 @@ def check(root: Path, report: Report, image_facts: dict) -> None:
         report.check("cpu" in (container.get("resources", {}).get("requests") or {}), area,
                      "the HPA's CPU utilization needs a CPU request")
 
-    # Probes: readiness on /readyz, liveness on /healthz (DESIGN.md section 5).
+    # Probes: readiness on /readyz, liveness on /healthz (README.md, "Health and lifecycle").
     report.check((container.get("readinessProbe") or {}).get("httpGet", {}).get("path") == "/readyz", area,
                  "readinessProbe must GET /readyz")
     report.check((container.get("livenessProbe") or {}).get("httpGet", {}).get("path") == "/healthz", area,
@@ -72,14 +72,23 @@ def check(root: Path, report: Report, image_facts: dict) -> None:
     settings = {}
     if report.check(toml_text is not None, f"{DIR}/configmap.yaml", "no herald.toml key"):
         settings = load_toml_text(report, f"{DIR}/configmap.yaml herald.toml", toml_text) or {}
-        unknown = keys(settings) - documented_keys(root, report)
+        unknown = keys(settings) - known_keys(root, report)
         report.check(not unknown, f"{DIR}/configmap.yaml", f"keys not in config/herald.toml: {sorted(unknown)}")
         report.check(settings.get("server", {}).get("bind", "").startswith("0.0.0.0:"), f"{DIR}/configmap.yaml",
                      "server.bind must listen on all interfaces in a pod")
-    known = documented_keys(root, report)
+    known = known_keys(root, report)
     for env in container.get("env", []):
         key = env_key(env.get("name", ""))
         report.check(key is None or key in known, area, f"sets {env.get('name')}, but config/herald.toml has no {key}")
+    # At most one Redis topology, between the ConfigMap and the environment
+    # (a value from a Secret counts as set).
+    redis_settings = {f"redis.{k}": v for k, v in (settings.get("redis") or {}).items()}
+    for env in container.get("env", []):
+        key = env_key(env.get("name", ""))
+        if key:
+            redis_settings[key] = env.get("value") if "valueFrom" not in env else "<from a Secret or ConfigMap>"
+    chosen = topologies(redis_settings)
+    report.check(len(chosen) <= 1, area, f"sets more than one Redis topology {chosen} (ConfigMap and env together); herald refuses to start")
     mount = next((m for m in container.get("volumeMounts", []) if m.get("name") == "config"), None)
     workdir = image_facts.get("workdir", "/app").rstrip("/")
     report.check(mount is not None and mount.get("mountPath") == f"{workdir}/config", area,

@@ -1,4 +1,4 @@
-"""The metric names herald promises (DESIGN.md section 5), and the names a
+"""The metric names herald promises (README.md lists them), and the names a
 PromQL expression uses.
 
 Dashboards and alerts that name a metric herald does not export show
@@ -20,9 +20,11 @@ COUNTERS = {
     "herald_disconnects_total",
     "herald_resumes_total",
     "herald_broker_reconnects_total",
+    "herald_broker_failovers_total",
     "herald_http_requests_total",
 }
-GAUGES = {"herald_connections", "herald_topics", "herald_broker_up"}
+GAUGES = {"herald_connections", "herald_topics", "herald_broker_up", "herald_broker_primaries"}
+
 HISTOGRAMS = {"herald_publish_duration_seconds", "herald_delivery_lag_seconds"}
 
 # The standard process collector of the prometheus crate (Linux).
