@@ -330,3 +330,80 @@ async fn a_slot_moving_to_another_shard_under_open_streams_loses_doubles_and_res
     delivery.assert_every_event_once();
     drop(nodes);
 }
+
+/// A replica that missed the newest events of one topic is promoted after
+/// its primary crashed: streams that received those events resync that
+/// topic only (not the other topic of the same shard), and the events
+/// published after the failover get cursors no earlier id names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_that_lost_writes_resyncs_exactly_the_affected_topic() {
+    let mut cluster = RedisCluster::start(3, 1).await;
+    let (primary, topics) = cluster.topics_on_each_primary("lw", 2).await.remove(0);
+    let (lost, kept) = (topics[0].as_str(), topics[1].as_str());
+    let nodes = herald_on(&cluster, 1).await;
+    let node = &nodes[0];
+    let mut both = node.subscribe(&[lost, kept]).await;
+    node.api().publish_ok(lost, json!("lost-1")).await;
+    node.api().publish_ok(kept, json!("kept-1")).await;
+    let replica = cluster.replica_of(primary).await;
+    let replicated = cluster.command(primary, &["WAIT", "1", "5000"]).await;
+    assert_eq!(replicated, Resp::Integer(1));
+
+    // Replication stops (an ACL rule on the user replicas sync as, and the
+    // replica's link cut); two acknowledged events of `lost` die with the
+    // primary.
+    let reply = cluster
+        .command(primary, &["ACL", "SETUSER", "default", "-psync", "-sync"])
+        .await;
+    assert_eq!(reply, Resp::Simple("OK".into()));
+    let killed = cluster
+        .command(primary, &["CLIENT", "KILL", "TYPE", "replica"])
+        .await;
+    assert_eq!(killed, Resp::Integer(1));
+    let gone = [
+        node.api().publish_ok(lost, json!("lost-2")).await,
+        node.api().publish_ok(lost, json!("lost-3")).await,
+    ];
+    assert_eq!(
+        data(&both.events(4, TIMEOUT).await),
+        ["lost-1", "kept-1", "lost-2", "lost-3"]
+    );
+    cluster.kill(primary).await;
+    assert_eq!(cluster.wait_promoted(primary).await, replica);
+
+    let after = eventually(QUIET, "a publish on the promoted replica", || async {
+        let reply = node
+            .api()
+            .publish(&json!({"topic": lost, "data": "lost-4", "idempotency_key": "l4"}))
+            .await;
+        (reply.status == 202).then(|| reply.body["id"].as_str().unwrap_or_default().to_owned())
+    })
+    .await;
+    assert!(
+        !gone.contains(&after),
+        "a new event reuses a lost event's cursor"
+    );
+    node.api().publish_ok(kept, json!("kept-2")).await;
+    let events = both.events_until(TIMEOUT, |e| e.data == "kept-2").await;
+    let resyncs: Vec<Vec<String>> = events
+        .iter()
+        .filter(|e| e.event == RESYNC)
+        .map(herald_testkit::resync_topics)
+        .collect();
+    assert_eq!(resyncs, [vec![lost.to_owned()]], "{events:?}");
+    let live: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event != RESYNC)
+        .map(|e| e.data.as_str())
+        .collect();
+    assert_eq!(live, ["lost-4", "kept-2"]);
+
+    // A cursor naming a lost event resyncs.
+    let mut late = node
+        .subscribe_request()
+        .topic(lost)
+        .last_event_id(&gone[1])
+        .send()
+        .await;
+    assert_eq!(late.event().await.event, RESYNC);
+}

@@ -142,6 +142,26 @@ async fn a_sentinel_failover_under_load_is_followed_within_seconds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_primary_under_load_is_replaced_within_seconds() {
+    let mut sentinel = RedisSentinel::start(SentinelOptions::default()).await;
+    let nodes = start_nodes(&builder(&sentinel), 2).await;
+    let traffic = traffic(&nodes, "crash").await;
+    traffic.wait_accepted_after(Instant::now(), ENOUGH).await;
+
+    let old = sentinel.kill_primary().await;
+    let new = sentinel.wait_new_primary(old).await;
+    let promoted = Instant::now();
+    let took = first_publish_after(&nodes[1], promoted).await;
+    eprintln!("first publish accepted {took:?} after {new} was promoted");
+    traffic.wait_accepted_after(promoted, ENOUGH).await;
+    let delivery = traffic.finish().await;
+    delivery.assert_every_event_once_or_resync();
+    for node in &nodes {
+        assert!(failovers(node).await >= 1.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_primary_with_wait_replicas_loses_no_acknowledged_event() {
     let mut sentinel = RedisSentinel::start(SentinelOptions::default()).await;
     let nodes = start_nodes(
@@ -210,4 +230,107 @@ async fn wait_replicas_refuses_with_503_when_no_replica_confirms() {
     assert_eq!(event.id, id.as_str().unwrap_or_default());
     assert!(event.event != RESYNC);
     assert_eq!(nodes[0].api().history_length("w").await, 2);
+}
+
+/// Stops `primary` from replicating: replicas may no longer sync from it
+/// (an ACL rule on the user they connect as) and their links are cut.
+async fn cut_replication(sentinel: &RedisSentinel, primary: u16) {
+    let reply = sentinel
+        .command(primary, &["ACL", "SETUSER", "default", "-psync", "-sync"])
+        .await;
+    assert_eq!(reply, herald_testkit::Resp::Simple("OK".into()));
+    let killed = sentinel
+        .command(primary, &["CLIENT", "KILL", "TYPE", "replica"])
+        .await;
+    assert_eq!(killed, herald_testkit::Resp::Integer(1));
+}
+
+/// A replica that missed the newest events of one topic is promoted: the
+/// streams that received those events are told to resync that topic only,
+/// a cursor naming a lost event resyncs, and the events published after
+/// the failover get cursors no earlier id names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_that_lost_writes_resyncs_exactly_the_affected_topic() {
+    let mut sentinel = RedisSentinel::start(SentinelOptions::default()).await;
+    let nodes = start_nodes(&builder(&sentinel), 1).await;
+    let node = &nodes[0];
+    let mut both = node.subscribe(&["lost", "kept"]).await;
+    let mut lost_only = node.subscribe(&["lost"]).await;
+    let mut kept_only = node.subscribe(&["kept"]).await;
+    node.api().publish_ok("lost", json!("lost-1")).await;
+    node.api().publish_ok("kept", json!("kept-1")).await;
+    let primary = sentinel.primary_port().await;
+    let replicated = sentinel.command(primary, &["WAIT", "1", "5000"]).await;
+    assert_eq!(replicated, herald_testkit::Resp::Integer(1));
+
+    // The replica stops hearing the primary (its link is cut, and the
+    // primary refuses to feed it again); two more events of "lost" are
+    // acknowledged and delivered, then the primary dies with them.
+    let replica = sentinel.replica_ports().await[0];
+    cut_replication(&sentinel, primary).await;
+    let gone: Vec<String> = vec![
+        node.api().publish_ok("lost", json!("lost-2")).await,
+        node.api().publish_ok("lost", json!("lost-3")).await,
+    ];
+    assert_eq!(
+        data(&both.events(4, TIMEOUT).await),
+        ["lost-1", "kept-1", "lost-2", "lost-3"]
+    );
+    assert_eq!(
+        data(&lost_only.events(3, TIMEOUT).await),
+        ["lost-1", "lost-2", "lost-3"]
+    );
+    assert_eq!(data(&kept_only.events(1, TIMEOUT).await), ["kept-1"]);
+    sentinel.kill(primary);
+    assert_eq!(sentinel.wait_new_primary(primary).await, replica);
+
+    let after = eventually(QUIET, "a publish on the promoted replica", || async {
+        let reply = node
+            .api()
+            .publish(&json!({"topic": "lost", "data": "lost-4", "idempotency_key": "l4"}))
+            .await;
+        (reply.status == 202).then(|| reply.body["id"].as_str().unwrap_or_default().to_owned())
+    })
+    .await;
+    assert!(
+        !gone.contains(&after),
+        "a new event reuses a lost event's cursor"
+    );
+    node.api().publish_ok("kept", json!("kept-2")).await;
+
+    let events = both.events_until(TIMEOUT, |e| e.data == "kept-2").await;
+    let resyncs: Vec<Vec<String>> = events
+        .iter()
+        .filter(|e| e.event == RESYNC)
+        .map(herald_testkit::resync_topics)
+        .collect();
+    assert_eq!(resyncs, [vec!["lost".to_owned()]], "{events:?}");
+    let live: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event != RESYNC)
+        .map(|e| e.data.as_str())
+        .collect();
+    assert_eq!(live, ["lost-4", "kept-2"]);
+    let events = lost_only
+        .events_until(TIMEOUT, |e| e.data == "lost-4")
+        .await;
+    assert_eq!(
+        events.iter().filter(|e| e.event == RESYNC).count(),
+        1,
+        "{events:?}"
+    );
+    assert_eq!(events.last().map(|e| e.id.as_str()), Some(after.as_str()));
+    let events = kept_only
+        .events_until(TIMEOUT, |e| e.data == "kept-2")
+        .await;
+    assert!(events.iter().all(|e| e.event != RESYNC), "{events:?}");
+
+    // A client that saw a lost event resyncs; one that did not replays.
+    let mut late = node
+        .subscribe_request()
+        .topic("lost")
+        .last_event_id(&gone[1])
+        .send()
+        .await;
+    assert_eq!(late.event().await.event, RESYNC);
 }
