@@ -50,6 +50,7 @@ use rand::Rng;
 use redis::{ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Value};
 use tokio::sync::{watch, Notify};
 
+use self::primary::Shared;
 pub(crate) use self::primary::{Conn, LinkState, Primary};
 use self::{cluster::ShardMap, primary::Replication, sentinel::SentinelResolver};
 use super::{
@@ -202,8 +203,8 @@ pub(crate) struct Topology {
     metrics: BrokerMetrics,
     /// Serializes health snapshots, so two never interleave.
     health: Mutex<()>,
-    /// Successful command connections so far (see [`Topology::connects`]).
-    connects: Arc<AtomicU64>,
+    /// What every primary shares: counters.
+    shared: Arc<Shared>,
     /// Cluster mode: the connection `CLUSTER SHARDS` is asked on (any
     /// node, replica or primary), kept between refreshes.
     discovery: tokio::sync::Mutex<Option<(String, redis::aio::MultiplexedConnection)>>,
@@ -244,7 +245,10 @@ impl Topology {
             node_settings = node_settings.set_password(password);
         }
         let primaries = Mutex::new(HashMap::new());
-        let connects = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(Shared {
+            connects: AtomicU64::new(0),
+            reconnects: metrics.reconnects.clone(),
+        });
         let (mode, routes) = match &settings.topology {
             RedisTopology::Standalone { url } => {
                 let info = url
@@ -252,12 +256,7 @@ impl Topology {
                     .into_connection_info()
                     .map_err(|e| BrokerError::Protocol(format!("redis.url: {e}")))?;
                 let addr = info.addr().to_string();
-                let primary = Arc::new(Primary::new(
-                    addr.clone(),
-                    info,
-                    Arc::clone(&connects),
-                    metrics.reconnects.clone(),
-                ));
+                let primary = Arc::new(Primary::new(addr.clone(), info, Arc::clone(&shared)));
                 primaries.lock().insert(addr, Arc::clone(&primary));
                 (Mode::Standalone, Routes::Single(Some(primary)))
             }
@@ -306,7 +305,7 @@ impl Topology {
             wait: (settings.wait_replicas > 0)
                 .then_some((settings.wait_replicas, settings.wait_timeout)),
             metrics,
-            connects,
+            shared,
             health: Mutex::new(()),
             discovery: tokio::sync::Mutex::new(None),
         })
@@ -387,7 +386,7 @@ impl Topology {
     /// How many command connections were made so far: a change means some
     /// primary was reconnected to (it may have restarted empty).
     pub(crate) fn connects(&self) -> u64 {
-        self.connects.load(Ordering::Acquire)
+        self.shared.connects.load(Ordering::Acquire)
     }
 
     /// Counts a reconnection after a lost connection.
@@ -406,8 +405,7 @@ impl Topology {
         let primary = Arc::new(Primary::new(
             addr.to_owned(),
             info()?,
-            Arc::clone(&self.connects),
-            self.metrics.reconnects.clone(),
+            Arc::clone(&self.shared),
         ));
         Ok(Arc::clone(
             self.primaries

@@ -1,11 +1,12 @@
-//! One Redis primary: its address, the node's command connection to it, and
-//! whether it is healthy.
+//! One Redis primary: its address, the node's command connections to it,
+//! and whether it is healthy.
 //!
-//! Commands to a primary share one multiplexed connection: concurrent
-//! requests are pipelined on it, so nothing is checked out of a pool and
-//! a publish costs no round trip of its own beyond Redis's answer. The
-//! connection is made lazily, replaced after it failed, and never retries a
-//! command by itself (a retried publish script could store an event twice).
+//! Each thread has one multiplexed connection per primary (see
+//! [`CONNECTIONS`]): the thread's concurrent requests are pipelined on it,
+//! so nothing is checked out of a pool and a publish costs no round trip of
+//! its own beyond Redis's answer. Connections are made lazily, retired all
+//! together when one fails, and never retry a command by themselves (a
+//! retried publish script could store an event twice).
 //!
 //! On connecting, herald reads the server's role and replication id. A
 //! server that is not a primary is refused (a failover demoted it); the
@@ -14,6 +15,8 @@
 //! sequence numbers (see `resume.rs`).
 
 use std::{
+    cell::RefCell,
+    collections::HashMap,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -29,7 +32,7 @@ use crate::BrokerError;
 /// How long connecting (TCP, TLS, auth, the role check) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Distinguishes connections, so a failed one is only discarded once.
+/// Numbers primaries, to find each one's connection of this thread.
 static SERIAL: AtomicU64 = AtomicU64::new(1);
 
 /// What the node's live-event link to this primary reports.
@@ -49,19 +52,28 @@ pub(crate) struct Primary {
     /// `host:port`, as Redis names it in redirections.
     pub(crate) addr: String,
     info: ConnectionInfo,
-    conn: Mutex<Option<Conn>>,
-    connecting: tokio::sync::Mutex<()>,
+    /// Names this primary in every thread's [`CONNECTIONS`].
+    id: u64,
+    /// Bumped to retire every thread's connection at once.
+    generation: AtomicU64,
+    /// The last generation whose first connection was counted as a
+    /// reconnection.
+    reconnected: AtomicU64,
     probe_ok: AtomicBool,
     /// The live link that reports here (by id), and its state.
     link: Mutex<(u64, LinkState)>,
     /// The replication id its last probe saw, to notice a replacement.
     last_replid: Mutex<Option<String>>,
+    shared: Arc<Shared>,
+}
+
+/// What every primary of a topology shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
     /// Counts connections made to any primary of the topology.
-    connects: Arc<AtomicU64>,
+    pub(crate) connects: AtomicU64,
     /// `herald_broker_reconnects_total`.
-    reconnects: prometheus::IntCounter,
-    /// A connection was made before (the next one is a reconnection).
-    connected_before: AtomicBool,
+    pub(crate) reconnects: prometheus::IntCounter,
 }
 
 /// A working command connection and what was learnt when it was made.
@@ -70,7 +82,24 @@ pub(crate) struct Conn {
     pub(crate) mux: MultiplexedConnection,
     /// The server's replication id when the connection was made.
     pub(crate) writer: Arc<str>,
-    serial: u64,
+    /// The primary's generation it was made in (see [`Primary::discard`]).
+    generation: u64,
+}
+
+thread_local! {
+    /// This thread's command connection to each primary, by primary id.
+    ///
+    /// A multiplexed connection is driven by a task of the runtime that
+    /// made it, and every answer from Redis passes through that task. One
+    /// connection shared by the whole node would make each publish hop
+    /// from the HTTP worker to the connection's task and back, and would
+    /// queue its answer behind whatever else that runtime does (stream
+    /// writers, during a large fan-out: about 100 ms for 10,000
+    /// subscribers). So each thread talks to Redis on its own connection,
+    /// driven on its own runtime: an HTTP worker sends a publish and reads
+    /// the answer itself, and concurrent requests of the thread still share
+    /// one pipelined connection.
+    static CONNECTIONS: RefCell<HashMap<u64, Conn>> = RefCell::new(HashMap::new());
 }
 
 /// What `INFO replication` says about a server.
@@ -97,23 +126,17 @@ impl Replication {
 }
 
 impl Primary {
-    pub(crate) fn new(
-        addr: String,
-        info: ConnectionInfo,
-        connects: Arc<AtomicU64>,
-        reconnects: prometheus::IntCounter,
-    ) -> Self {
+    pub(crate) fn new(addr: String, info: ConnectionInfo, shared: Arc<Shared>) -> Self {
         Self {
             addr,
             info,
-            conn: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
+            id: SERIAL.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            reconnected: AtomicU64::new(0),
             probe_ok: AtomicBool::new(false),
             link: Mutex::new((0, LinkState::None)),
             last_replid: Mutex::new(None),
-            connects,
-            reconnects,
-            connected_before: AtomicBool::new(false),
+            shared,
         }
     }
 
@@ -123,27 +146,34 @@ impl Primary {
         &self.info
     }
 
-    /// The command connection, made now if there is none.
+    /// This thread's command connection, made now if there is none (or
+    /// only a retired one).
     pub(crate) async fn conn(&self) -> Result<Conn, BrokerError> {
-        if let Some(conn) = self.conn.lock().clone() {
+        let generation = self.generation.load(Ordering::Acquire);
+        let current = CONNECTIONS.with(|connections| {
+            connections
+                .borrow()
+                .get(&self.id)
+                .filter(|conn| conn.generation == generation)
+                .cloned()
+        });
+        if let Some(conn) = current {
             return Ok(conn);
         }
-        let _connecting = self.connecting.lock().await;
-        if let Some(conn) = self.conn.lock().clone() {
-            return Ok(conn);
-        }
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(generation))
             .await
             .map_err(|_| self.unavailable("connecting timed out"))??;
-        *self.conn.lock() = Some(conn.clone());
-        self.connects.fetch_add(1, Ordering::AcqRel);
-        if self.connected_before.swap(true, Ordering::AcqRel) {
-            self.reconnects.inc();
+        CONNECTIONS.with(|connections| connections.borrow_mut().insert(self.id, conn.clone()));
+        self.shared.connects.fetch_add(1, Ordering::AcqRel);
+        // The first connection after a retirement counts, once, however
+        // many threads reconnect.
+        if generation > 0 && self.reconnected.fetch_max(generation, Ordering::AcqRel) < generation {
+            self.shared.reconnects.inc();
         }
         Ok(conn)
     }
 
-    async fn connect(&self) -> Result<Conn, BrokerError> {
+    async fn connect(&self, generation: u64) -> Result<Conn, BrokerError> {
         let client = redis::Client::open(self.info.clone()).map_err(|e| self.unavailable(e))?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -164,16 +194,21 @@ impl Primary {
         Ok(Conn {
             mux,
             writer: Arc::from(replication.replid),
-            serial: SERIAL.fetch_add(1, Ordering::Relaxed),
+            generation,
         })
     }
 
-    /// Forgets `conn` after it failed; the next command connects again.
+    /// Retires `conn` after it failed, and with it every thread's
+    /// connection of the same generation: whatever broke one (a restart, a
+    /// demotion, a new replication id) broke them all. Each thread connects
+    /// again on its next command.
     pub(crate) fn discard(&self, conn: &Conn) {
-        let mut current = self.conn.lock();
-        if current.as_ref().is_some_and(|c| c.serial == conn.serial) {
-            *current = None;
-        }
+        let _ = self.generation.compare_exchange(
+            conn.generation,
+            conn.generation + 1,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
     }
 
     /// Checks the primary (connecting if needed): it must answer, still be
@@ -206,9 +241,9 @@ impl Primary {
             .await
             .unwrap_or_else(|_| Err(self.unavailable("no answer in time")));
         if let Err(error) = &result {
-            // A frozen or dead server must not keep a connection whose
+            // A frozen or dead server must not keep connections whose
             // requests will never be answered.
-            self.conn.lock().take();
+            self.retire();
             tracing::debug!(addr = %self.addr, error = %crate::error_chain(error), "primary probe failed");
         }
         let ok = result.as_ref().is_ok_and(|r| r.is_primary);
@@ -254,8 +289,13 @@ impl Primary {
     /// Drops the command connection and marks the primary unhealthy until
     /// its next successful probe (its server may have restarted).
     pub(crate) fn reset(&self) {
-        self.conn.lock().take();
+        self.retire();
         self.mark_failed();
+    }
+
+    /// Retires every thread's connection, whatever its generation.
+    fn retire(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Marks the primary unhealthy until its next successful probe (a
@@ -273,7 +313,7 @@ impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
             .field("writer", &self.writer)
-            .field("serial", &self.serial)
+            .field("generation", &self.generation)
             .finish()
     }
 }
