@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
     report::Report,
-    summary::{label_of, label_rank, median},
+    summary::{is_redis_label, label_of, label_rank, median},
 };
 
 const W: f64 = 960.0;
@@ -68,7 +68,7 @@ fn latency_rate(reports: &[Report]) -> Option<f64> {
 
 /// Renders the chart.
 pub fn render(reports: &[Report]) -> String {
-    let memory = |r: &Report| !label_of(r).contains("redis");
+    let memory = |r: &Report| !is_redis_label(&label_of(r));
     let flat = series(
         reports,
         |r| r.scenario == "fanout" && r.rate.is_none() && r.backlog.unwrap_or(32) > 1 && memory(r),

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::target::TargetKind;
+use crate::{ceiling::CeilingArgs, failover::FailoverArgs, target::TargetKind};
 
 /// Load generator for herald, Nchan and the Node floor server.
 #[derive(Debug, Parser)]
@@ -26,9 +26,17 @@ pub enum Command {
     Push(RunArgs),
     /// N idle streams held for `--hold` seconds; RSS per connection.
     Idle(RunArgs),
+    /// herald's publish step straight against Redis (no HTTP): how many
+    /// publishes/s Redis sustains, and its CPU per publish and per shard.
+    Ceiling(CeilingArgs),
+    /// Kill a Redis primary (Sentinel or Cluster) under publishes and time
+    /// the promotion and herald's first accepted publish after it.
+    Failover(FailoverArgs),
     /// Print RSS and CPU time of processes as JSON.
     Procstat(ProcstatArgs),
-    /// Read JSON results and print the table with herald/Nchan ratios.
+    /// Read JSON results and print the table with herald/Nchan ratios,
+    /// then the Redis-topology, ceiling and failover tables when those
+    /// results are there.
     Summarize(SummarizeArgs),
     /// Read JSON results and write an SVG chart.
     Chart(ChartArgs),

@@ -8,11 +8,11 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use herald_bench::{
-    chart,
+    ceiling, chart,
     cli::{Cli, Command},
-    clock, procstat, run,
+    clock, failover, procstat, run,
     run::Scenario,
-    summary,
+    summary, topologies,
 };
 
 fn main() -> Result<()> {
@@ -21,6 +21,20 @@ fn main() -> Result<()> {
         Command::Fanout(args) => (Scenario::Fanout, args),
         Command::Push(args) => (Scenario::Push, args),
         Command::Idle(args) => (Scenario::Idle, args),
+        Command::Ceiling(args) => {
+            let report = ceiling::run(&args)?;
+            if !args.quiet {
+                eprint!("{}", report.table());
+            }
+            println!("{}", serde_json::to_string(&report)?);
+            if let Some(path) = &args.json_out {
+                report
+                    .append_to(path)
+                    .with_context(|| format!("appending to {}", path.display()))?;
+            }
+            return Ok(());
+        }
+        Command::Failover(args) => return failover::run(&args),
         Command::Procstat(args) => {
             let pids = if args.with_children {
                 procstat::with_children(&args.pids)
@@ -33,15 +47,21 @@ fn main() -> Result<()> {
         }
         Command::Summarize(args) => {
             let mut reports = summary::load(&args.inputs)?;
+            let mut ceilings: Vec<ceiling::CeilingReport> = topologies::load(&args.inputs)?;
+            let failovers: Vec<failover::FailoverRun> = topologies::load(&args.inputs)?;
             if let Some(max) = args.max_other_cpu {
                 let before = reports.len();
                 reports.retain(|r| r.other_cpu_cores <= max);
+                // The same noise filter for the ceiling runs; failover
+                // times are not throughput and are kept.
+                ceilings.retain(|c| c.other_cpu_cores <= max);
                 println!(
                     "_{} of {before} runs kept: other processes used at most {max} cores during them._",
                     reports.len()
                 );
             }
             print!("{}", summary::markdown(&reports));
+            print!("{}", topologies::markdown(&reports, &ceilings, &failovers));
             return Ok(());
         }
         Command::Chart(args) => {

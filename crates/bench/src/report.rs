@@ -4,7 +4,7 @@ use std::{fs::OpenOptions, io::Write, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{accounting::LatencySummary, procstat::ProcSample, target::TargetKind};
+use crate::{accounting::LatencySummary, cost::PidCpu, procstat::ProcSample, target::TargetKind};
 
 /// Resource use of a set of processes over the measurement window.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -104,8 +104,14 @@ pub struct Report {
     pub publish_rtt_us: Latency,
     /// The server's processes.
     pub server: ProcWindow,
-    /// Auxiliary processes (redis-server), if any.
+    /// Auxiliary processes (redis-server), if any, summed.
     pub aux: Option<ProcWindow>,
+    /// Each auxiliary process on its own, in `--aux-pid` order (one per
+    /// Redis Cluster primary): whether the load splits evenly over the
+    /// shards. Empty without `--aux-pid`, and in results written before
+    /// it was recorded.
+    #[serde(default)]
+    pub aux_per_pid: Vec<PidCpu>,
     /// The bench process itself.
     pub bench: ProcWindow,
     /// CPU cores busy on the whole machine during the window, and how much
@@ -196,6 +202,22 @@ impl Report {
             self.server.rss_before_kib,
             self.server.rss_after_kib
         ));
+        if self.aux_per_pid.len() > 1 {
+            let shards: Vec<String> = self
+                .aux_per_pid
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} {:.2} cores ({} s/1k pub)",
+                        p.pid,
+                        p.cpu_cores,
+                        p.cpu_s_per_1k_publishes
+                            .map_or_else(|| "-".to_owned(), |c| format!("{c:.4}"))
+                    )
+                })
+                .collect();
+            s.push_str(&format!("  aux per pid: {}\n", shards.join(" | ")));
+        }
         s
     }
 }

@@ -23,6 +23,7 @@ use crate::{
     accounting::{summarize, SubscriberTotals},
     cli::{Rate, RunArgs},
     clock::now_ns,
+    cost::{per_pid, sample_each, sum},
     procstat::{machine_busy_s, sample_all, sample_self, with_children, ProcSample},
     publisher::{self, PublishTopic, PublisherPlan, PublisherTotals},
     report::{round3, ProcWindow, Report},
@@ -190,14 +191,16 @@ pub fn run(scenario: Scenario, args: &RunArgs) -> Result<Report> {
     }
     let pubs = measured.publishers;
     let machine_cpu_cores = measured.machine_busy_s / measured.window_s.max(1e-9);
+    let aux_per_pid = per_pid(
+        &aux_pids,
+        &measured.aux_start,
+        &measured.aux_end,
+        measured.window_s,
+        measured.acked_in_window,
+    );
     let aux = (!aux_pids.is_empty()).then(|| {
-        ProcWindow::new(
-            aux_pids,
-            measured.aux_start,
-            measured.aux_start,
-            measured.aux_end,
-            measured.window_s,
-        )
+        let (start, end) = (sum(&measured.aux_start), sum(&measured.aux_end));
+        ProcWindow::new(aux_pids, start, start, end, measured.window_s)
     });
     let ours = server.cpu_cores + bench.cpu_cores + aux.as_ref().map_or(0.0, |a| a.cpu_cores);
     Ok(Report {
@@ -233,6 +236,7 @@ pub fn run(scenario: Scenario, args: &RunArgs) -> Result<Report> {
         publish_rtt_us: summarize(&pubs.rtt),
         server,
         aux,
+        aux_per_pid,
         bench,
         machine_cpu_cores: round3(machine_cpu_cores),
         other_cpu_cores: round3((machine_cpu_cores - ours).max(0.0)),
@@ -248,8 +252,9 @@ struct Measured {
     window_s: f64,
     server_start: ProcSample,
     server_end: ProcSample,
-    aux_start: ProcSample,
-    aux_end: ProcSample,
+    /// Each `--aux-pid` on its own (summed for `aux`).
+    aux_start: Vec<ProcSample>,
+    aux_end: Vec<ProcSample>,
     bench_start: ProcSample,
     bench_end: ProcSample,
     machine_busy_s: f64,
@@ -262,7 +267,7 @@ fn measure_idle(args: &RunArgs, server_pids: &[u32], aux_pids: &[u32]) -> Measur
     // The line a multi-process runner waits for before reading RSS itself.
     eprintln!("HOLDING {}", args.subs);
     let server_start = sample_all(server_pids);
-    let aux_start = sample_all(aux_pids);
+    let aux_start = sample_each(aux_pids);
     let bench_start = sample_self();
     let machine_start = machine_busy_s();
     let started = Instant::now();
@@ -273,7 +278,7 @@ fn measure_idle(args: &RunArgs, server_pids: &[u32], aux_pids: &[u32]) -> Measur
         server_start,
         server_end: sample_all(server_pids),
         aux_start,
-        aux_end: sample_all(aux_pids),
+        aux_end: sample_each(aux_pids),
         bench_start,
         bench_end: sample_self(),
         delivered_in_window: 0,
@@ -342,8 +347,11 @@ fn measure_publishing(
     let total_acked = || -> u64 { shared.topics.acked.iter().map(|a| a.load(Relaxed)).sum() };
 
     sleep_until_ns(window_start);
-    let (server_start, aux_start, bench_start) =
-        (sample_all(server_pids), sample_all(aux_pids), sample_self());
+    let (server_start, aux_start, bench_start) = (
+        sample_all(server_pids),
+        sample_each(aux_pids),
+        sample_self(),
+    );
     let machine_start = machine_busy_s();
     let delivered_start = shared.deliveries.load(Relaxed);
     let acked_start = total_acked();
@@ -351,8 +359,11 @@ fn measure_publishing(
     sleep_until_ns(window_end);
     let window_s = started.elapsed().as_secs_f64();
     let machine_busy = machine_busy_s() - machine_start;
-    let (server_end, aux_end, bench_end) =
-        (sample_all(server_pids), sample_all(aux_pids), sample_self());
+    let (server_end, aux_end, bench_end) = (
+        sample_all(server_pids),
+        sample_each(aux_pids),
+        sample_self(),
+    );
     let delivered_in_window = shared.deliveries.load(Relaxed) - delivered_start;
     let acked_in_window = total_acked() - acked_start;
     let publishers = publisher.join().unwrap_or_default();

@@ -4,7 +4,9 @@
 //! is the median of the runs of one server (label) on one scenario, and the
 //! headline is the ratio of herald's median to Nchan's. Labels name the
 //! server setup (`herald`, `nchan`, `nchan-2w`, `floor`, `herald-redis`,
-//! `nchan-redis`); a label holding `redis` belongs to the Redis table.
+//! `herald-cluster`, `nchan-redis`); a label naming a Redis setup (see
+//! [`is_redis_label`]) belongs to the Redis table. The Redis-topology
+//! tables are in `topologies`.
 
 use std::{collections::BTreeMap, fmt::Write as _, fs, path::PathBuf};
 
@@ -27,6 +29,15 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Report>> {
         );
     }
     Ok(out)
+}
+
+/// Whether a label names a Redis-backed setup (`herald-redis`,
+/// `nchan-redis`, `herald-cluster`, a future `herald-sentinel`): those
+/// runs are compared with each other, never with the in-memory ones.
+pub fn is_redis_label(label: &str) -> bool {
+    ["redis", "cluster", "sentinel"]
+        .iter()
+        .any(|word| label.contains(word))
 }
 
 /// The label a report is shown under.
@@ -65,7 +76,7 @@ impl Config {
     /// The configuration of one report.
     pub fn of(r: &Report) -> Self {
         Self {
-            mode: if label_of(r).contains("redis") {
+            mode: if is_redis_label(&label_of(r)) {
                 "redis"
             } else {
                 "memory"
@@ -298,6 +309,21 @@ pub fn label_rank(label: &str) -> (u8, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_and_sentinel_setups_are_redis_setups() {
+        for label in [
+            "herald-redis",
+            "nchan-redis",
+            "herald-cluster",
+            "herald-sentinel",
+        ] {
+            assert!(is_redis_label(label), "{label}");
+        }
+        for label in ["herald", "nchan", "nchan-2w", "floor"] {
+            assert!(!is_redis_label(label), "{label}");
+        }
+    }
 
     #[test]
     fn medians() {

@@ -284,13 +284,59 @@ fn two_redis_nodes_deliver_every_event_once() {
     let a = start_herald_with(&[("HERALD__REDIS__URL", url.clone())]);
     let b = start_herald_with(&[("HERALD__REDIS__URL", url)]);
     let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    let redis_pid = redis.child.id().to_string();
     for (scenario, rate) in [("fanout", "50"), ("push", "max")] {
         let mut args = run_args(scenario, &a_addr, rate);
-        args.extend(["--server", &b_addr]);
+        args.extend(["--server", &b_addr, "--aux-pid", &redis_pid]);
         let report = bench(&args);
         assert_exactly_once(&report);
         assert_eq!(n(&report, "nodes"), 2);
+        // Redis's CPU is kept per process as well as summed.
+        assert_eq!(
+            n(&report["aux_per_pid"][0], "pid"),
+            u64::from(redis.child.id())
+        );
+        assert_eq!(report["aux_per_pid"].as_array().map(Vec::len), Some(1));
     }
+}
+
+#[test]
+fn ceiling_publishes_through_the_broker_and_reads_redis() {
+    let redis = start_redis();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let pid = redis.child.id().to_string();
+    let report = bench(&[
+        "ceiling",
+        "--redis-url",
+        &url,
+        "--concurrency",
+        "8",
+        "--topics",
+        "50",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--aux-pid",
+        &pid,
+        "--label",
+        "ceiling-redis",
+        "--quiet",
+    ]);
+    assert_eq!(report["scenario"], "ceiling", "{report}");
+    assert!(n(&report, "publishes") > 0, "{report}");
+    assert_eq!(n(&report, "failures"), 0, "{report}");
+    assert_eq!(
+        n(&report["redis_per_pid"][0], "pid"),
+        u64::from(redis.child.id())
+    );
+    assert!(n(&report["call_us"], "count") > 0, "{report}");
+    // INFO commandstats was read: the publish script ran by digest.
+    assert!(n(&report["evalsha"], "calls") > 0, "{report}");
+    assert_eq!(
+        report["commandstats"][0]["pid"],
+        report["redis_per_pid"][0]["pid"]
+    );
 }
 
 #[test]
