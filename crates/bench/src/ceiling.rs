@@ -23,9 +23,6 @@
 
 use std::{
     collections::BTreeMap,
-    fs::OpenOptions,
-    io::Write,
-    path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
         Arc,
@@ -97,18 +94,10 @@ pub struct CeilingArgs {
     /// server` is used if that process is visible here.
     #[arg(long = "aux-pid")]
     pub aux_pids: Vec<u32>,
-    /// Label stored in the result (e.g. `ceiling-redis`, `ceiling-cluster`).
-    #[arg(long, default_value = "")]
-    pub label: String,
-    /// Append the JSON result to this file.
-    #[arg(long)]
-    pub json_out: Option<PathBuf>,
-    /// Topic name prefix (default: unique per run).
-    #[arg(long)]
-    pub topic_prefix: Option<String>,
-    /// Do not print the human summary.
-    #[arg(long)]
-    pub quiet: bool,
+    /// Label (e.g. `ceiling-redis`, `ceiling-cluster`), topic names and
+    /// where the result goes.
+    #[command(flatten)]
+    pub output: crate::cli::Output,
 }
 
 /// One command's counters from `INFO commandstats`, over the window.
@@ -189,9 +178,7 @@ impl CeilingReport {
     /// # Errors
     /// When the file cannot be written.
     pub fn append_to(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let mut file = OpenOptions::new().create(true).append(true).open(path)?;
-        let line = serde_json::to_string(self).map_err(std::io::Error::other)?;
-        writeln!(file, "{line}")
+        crate::report::append_json_line(self, path)
     }
 
     /// A few lines for a person.
@@ -281,7 +268,7 @@ pub fn run(args: &CeilingArgs) -> Result<CeilingReport> {
     if args.concurrency == 0 || args.topics == 0 {
         bail!("--concurrency and --topics must be positive");
     }
-    let prefix = args.topic_prefix.clone().unwrap_or_else(|| {
+    let prefix = args.output.topic_prefix.clone().unwrap_or_else(|| {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -416,7 +403,7 @@ pub fn run(args: &CeilingArgs) -> Result<CeilingReport> {
     let ours = bench.cpu_cores + redis.as_ref().map_or(0.0, |r| r.cpu_cores);
     Ok(CeilingReport {
         scenario: "ceiling".into(),
-        label: args.label.clone(),
+        label: args.output.label.clone(),
         topology: topology.into(),
         redis_nodes: nodes,
         concurrency: args.concurrency,

@@ -135,6 +135,15 @@ pub struct RunArgs {
     /// Auxiliary process to measure separately (redis-server).
     #[arg(long = "aux-pid")]
     pub aux_pids: Vec<u32>,
+    /// Labels, topic names and where the result goes.
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// What every measuring subcommand shares: how its result is labelled and
+/// written, and its topic names.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Output {
     /// Free-form label stored in the result.
     #[arg(long, default_value = "")]
     pub label: String,
@@ -144,7 +153,7 @@ pub struct RunArgs {
     /// Topic name prefix (default: unique per run).
     #[arg(long)]
     pub topic_prefix: Option<String>,
-    /// Do not print the human table.
+    /// Do not print the human summary.
     #[arg(long)]
     pub quiet: bool,
 }

@@ -28,8 +28,6 @@
 
 use std::{
     collections::BTreeMap,
-    fs::OpenOptions,
-    io::Write,
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -334,18 +332,16 @@ pub fn run(args: &FailoverArgs) -> Result<()> {
                     result.refused,
                     result.unanswered
                 );
-                let line = serde_json::to_string(&result)?;
-                println!("{line}");
-                append(args.json_out.as_deref(), &line)?;
+                println!("{}", serde_json::to_string(&result)?);
+                append(args.json_out.as_deref(), &result)?;
                 runs.push(result);
             }
             Err(e) => eprintln!("failover run {n} failed to run: {e}"),
         }
     }
     let median = FailoverMedian::of(&label, args.topology, args.runs, &runs);
-    let line = serde_json::to_string(&median)?;
-    println!("{line}");
-    append(args.json_out.as_deref(), &line)?;
+    println!("{}", serde_json::to_string(&median)?);
+    append(args.json_out.as_deref(), &median)?;
     Ok(())
 }
 
@@ -353,14 +349,10 @@ fn show(ms: Option<f64>) -> String {
     ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0}"))
 }
 
-fn append(path: Option<&Path>, line: &str) -> Result<()> {
+fn append<T: serde::Serialize>(path: Option<&Path>, value: &T) -> Result<()> {
     if let Some(path) = path {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        crate::report::append_json_line(value, path)
             .with_context(|| format!("appending to {}", path.display()))?;
-        writeln!(file, "{line}")?;
     }
     Ok(())
 }

@@ -23,16 +23,7 @@ fn main() -> Result<()> {
         Command::Idle(args) => (Scenario::Idle, args),
         Command::Ceiling(args) => {
             let report = ceiling::run(&args)?;
-            if !args.quiet {
-                eprint!("{}", report.table());
-            }
-            println!("{}", serde_json::to_string(&report)?);
-            if let Some(path) = &args.json_out {
-                report
-                    .append_to(path)
-                    .with_context(|| format!("appending to {}", path.display()))?;
-            }
-            return Ok(());
+            return emit(&report, report.table(), &args.output);
         }
         Command::Failover(args) => return failover::run(&args),
         Command::Procstat(args) => {
@@ -77,13 +68,22 @@ fn main() -> Result<()> {
     };
     clock::now_ns();
     let report = run::run(scenario, &args)?;
-    if !args.quiet {
-        eprint!("{}", report.table());
+    emit(&report, report.table(), &args.output)
+}
+
+/// Prints a result (its table for a person unless quiet, its JSON on
+/// stdout) and appends it to the results file, if one was named.
+fn emit<T: serde::Serialize>(
+    report: &T,
+    table: String,
+    output: &herald_bench::cli::Output,
+) -> Result<()> {
+    if !output.quiet {
+        eprint!("{table}");
     }
-    println!("{}", serde_json::to_string(&report)?);
-    if let Some(path) = &args.json_out {
-        report
-            .append_to(path)
+    println!("{}", serde_json::to_string(report)?);
+    if let Some(path) = &output.json_out {
+        herald_bench::report::append_json_line(report, path)
             .with_context(|| format!("appending to {}", path.display()))?;
     }
     Ok(())

@@ -137,9 +137,7 @@ impl Report {
     /// # Errors
     /// When the file cannot be written.
     pub fn append_to(&self, path: &Path) -> std::io::Result<()> {
-        let mut file = OpenOptions::new().create(true).append(true).open(path)?;
-        let line = serde_json::to_string(self).map_err(std::io::Error::other)?;
-        writeln!(file, "{line}")
+        append_json_line(self, path)
     }
 
     /// A few lines for a person.
@@ -220,4 +218,16 @@ impl Report {
         }
         s
     }
+}
+
+/// Appends `value` to `path` as one JSON line (the results files hold one
+/// result per line, of any kind).
+///
+/// # Errors
+///
+/// When the file cannot be opened or written.
+pub fn append_json_line<T: serde::Serialize>(value: &T, path: &Path) -> std::io::Result<()> {
+    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    let line = serde_json::to_string(value).map_err(std::io::Error::other)?;
+    writeln!(file, "{line}")
 }

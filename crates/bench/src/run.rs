@@ -87,7 +87,11 @@ pub fn run(scenario: Scenario, args: &RunArgs) -> Result<Report> {
         Scenario::Push => args.subs.max(1),
         Scenario::Idle => args.topics.unwrap_or(args.subs).clamp(1, args.subs.max(1)),
     };
-    let prefix = args.topic_prefix.clone().unwrap_or_else(default_prefix);
+    let prefix = args
+        .output
+        .topic_prefix
+        .clone()
+        .unwrap_or_else(default_prefix);
     let names: Vec<String> = (0..topic_count).map(|i| format!("{prefix}-{i}")).collect();
     let shared = Arc::new(Shared::new(topic_count));
     let server_pids = if args.with_children {
@@ -206,7 +210,7 @@ pub fn run(scenario: Scenario, args: &RunArgs) -> Result<Report> {
     Ok(Report {
         scenario: scenario.name().to_owned(),
         target: args.target,
-        label: args.label.clone(),
+        label: args.output.label.clone(),
         nodes: args.servers.len(),
         subs: args.subs,
         topics: topic_count,

@@ -8,9 +8,9 @@
 //! [`is_redis_label`]) belongs to the Redis table. The Redis-topology
 //! tables are in `topologies`.
 
-use std::{collections::BTreeMap, fmt::Write as _, fs, path::PathBuf};
+use std::{collections::BTreeMap, fmt::Write as _, path::PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::report::Report;
 
@@ -19,16 +19,7 @@ use crate::report::Report;
 /// # Errors
 /// When a file cannot be read.
 pub fn load(paths: &[PathBuf]) -> Result<Vec<Report>> {
-    let mut out = Vec::new();
-    for path in paths {
-        let text =
-            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        out.extend(
-            text.lines()
-                .filter_map(|l| serde_json::from_str::<Report>(l).ok()),
-        );
-    }
-    Ok(out)
+    crate::topologies::load(paths)
 }
 
 /// Whether a label names a Redis-backed setup (`herald-redis`,
