@@ -3,6 +3,8 @@
 //! Every call returns a [`Reply`] (status, headers, body) instead of failing
 //! on non-2xx, because many tests are about the error answers.
 
+use std::time::Duration;
+
 use reqwest::{header::HeaderMap, Client, Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -149,6 +151,22 @@ impl Api {
         self.post_json("/v1/publish", body).await
     }
 
+    /// `POST /v1/publish` that reports a failure to reach the node (or an
+    /// answer not complete within `timeout`) instead of panicking, for
+    /// clients that keep going through faults.
+    ///
+    /// # Errors
+    ///
+    /// What went wrong, in words.
+    pub async fn try_publish(&self, body: &Value, timeout: Duration) -> Result<Reply, String> {
+        let request = self
+            .client
+            .post(self.url("/v1/publish"))
+            .json(body)
+            .timeout(timeout);
+        self.try_send(request).await
+    }
+
     /// `POST /v1/publish/batch`.
     ///
     /// # Panics
@@ -242,23 +260,29 @@ impl Api {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        self.try_send(request)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn try_send(&self, request: reqwest::RequestBuilder) -> Result<Reply, String> {
         let response = request
             .send()
             .await
-            .unwrap_or_else(|e| panic!("request to {} failed: {e}", self.base));
+            .map_err(|e| format!("request to {} failed: {e}", self.base))?;
         let status = response.status();
         let headers = response.headers().clone();
         let text = response
             .text()
             .await
-            .unwrap_or_else(|e| panic!("reading an answer from {} failed: {e}", self.base));
+            .map_err(|e| format!("reading an answer from {} failed: {e}", self.base))?;
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
+        Ok(Reply {
             status,
             headers,
             text,
             body,
-        }
+        })
     }
 }
 

@@ -41,6 +41,7 @@
 //!   screenshots go to [`test_artifact_dir`].
 //! - [`Exposition`]: a strict parser of the Prometheus text format.
 //! - [`TokenSigner`]: HS256, RS256 and ES256 tokens signed by `openssl`.
+//! - [`Proxy`]: a TCP proxy to cut or stall a link between two processes.
 //! - [`eventually`], [`free_port`], [`restartable_port`], [`herald_bin`].
 #![warn(missing_docs)]
 
@@ -58,6 +59,7 @@ mod node_builder;
 mod port;
 mod process_tree;
 mod prometheus;
+mod proxy;
 mod publisher;
 mod raw;
 mod reconnecting;
@@ -88,6 +90,7 @@ pub use node::Node;
 pub use node_builder::{NodeBuilder, StartupFailure};
 pub use port::free_port;
 pub use prometheus::{Exposition, Family, MetricType, ParseError, Sample};
+pub use proxy::{LinkState, Proxy};
 pub use publisher::{Attempt, PublishLog, PublisherLoop, Refusal};
 pub use reconnecting::ReconnectingClient;
 pub use redis::RedisServer;

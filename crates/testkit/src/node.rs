@@ -196,6 +196,17 @@ impl Node {
         }
     }
 
+    /// Freezes the process (SIGSTOP): its sockets stay open and nothing
+    /// answers until [`Node::resume`].
+    pub fn pause(&self) {
+        send_signal(&self.child, Signal::SIGSTOP);
+    }
+
+    /// Lets a frozen process run again (SIGCONT).
+    pub fn resume(&self) {
+        send_signal(&self.child, Signal::SIGCONT);
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         kill_and_reap(&mut self.child);

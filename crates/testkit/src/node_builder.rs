@@ -78,6 +78,18 @@ impl NodeBuilder {
     /// When the process exits, logs no address, or is not ready within
     /// [`TIMEOUT`]; the message holds the log file path and its last lines.
     pub async fn start(self) -> Node {
+        let node = self.start_listening().await;
+        node.wait_ready().await;
+        node
+    }
+
+    /// Starts `herald serve` and returns as soon as it listens, ready or
+    /// not (a node started while its Redis is unreachable).
+    ///
+    /// # Panics
+    ///
+    /// As [`NodeBuilder::start`], except for readiness.
+    pub async fn start_listening(self) -> Node {
         let mut spawned = self.spawn();
         let addr = match tokio::time::timeout(TIMEOUT, &mut spawned.listening).await {
             Ok(Ok(addr)) => addr,
@@ -96,9 +108,7 @@ impl NodeBuilder {
                 );
             }
         };
-        let node = Node::new(spawned.child, addr, spawned.log_path, spawned.dir);
-        node.wait_ready().await;
-        node
+        Node::new(spawned.child, addr, spawned.log_path, spawned.dir)
     }
 
     /// Starts `herald serve` expecting it to refuse to start, and returns

@@ -164,6 +164,31 @@ impl RedisServer {
     /// When it does not start (for example, another process took the port).
     pub async fn restart(&mut self) {
         self.stop().await;
+        self.relaunch().await;
+    }
+
+    /// Stops Redis, throws its data away, and starts it again empty on the
+    /// same port: what a restart without persistence does, also to a
+    /// durable server.
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::restart`], or when its files cannot be removed.
+    pub async fn restart_empty(&mut self) {
+        self.stop().await;
+        for entry in std::fs::read_dir(self.dir.path()).expect("reading the redis directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            }
+            .unwrap_or_else(|e| panic!("removing {}: {e}", path.display()));
+        }
+        self.relaunch().await;
+    }
+
+    async fn relaunch(&mut self) {
         assert!(
             self.launch().await,
             "redis-server did not restart on port {}; log {}:\n{}",

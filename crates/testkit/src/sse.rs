@@ -104,6 +104,28 @@ impl Subscribe {
     ///
     /// As [`Subscribe::send`].
     pub async fn send_on(self, client: &Client) -> SseStream {
+        self.try_send_on(client)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Subscribe::send`], but reports a node that cannot be reached
+    /// (or sends no headers within [`TIMEOUT`]) instead of panicking, for
+    /// clients that keep going through faults.
+    ///
+    /// # Errors
+    ///
+    /// What went wrong, in words.
+    pub async fn try_send(self) -> Result<SseStream, String> {
+        let client = Client::builder()
+            .connect_timeout(TIMEOUT)
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("a plain HTTP client builds");
+        self.try_send_on(&client).await
+    }
+
+    async fn try_send_on(self, client: &Client) -> Result<SseStream, String> {
         let url = self.url();
         let mut request = client.get(url.clone());
         for (name, value) in &self.headers {
@@ -111,12 +133,17 @@ impl Subscribe {
         }
         let response = tokio::time::timeout(TIMEOUT, request.send())
             .await
-            .unwrap_or_else(|_| panic!("no response headers from {url} within {TIMEOUT:?}"))
-            .unwrap_or_else(|e| panic!("subscribe to {url} failed: {e}"));
+            .map_err(|_| format!("no response headers from {url} within {TIMEOUT:?}"))?
+            .map_err(|e| format!("subscribe to {url} failed: {e}"))?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.bytes_stream().map_err(|e| e.to_string());
-        SseStream::new(url.to_string(), status, headers, Box::pin(body))
+        Ok(SseStream::new(
+            url.to_string(),
+            status,
+            headers,
+            Box::pin(body),
+        ))
     }
 }
 
