@@ -1,6 +1,6 @@
 //! Publish and batch bodies (`herald::ingest`): no input panics, every
 //! refusal is a `400` or `413` problem, and what is accepted is exactly what
-//! an independent reading of DESIGN.md §3 accepts.
+//! an independent reading of docs/protocol.md §4 accepts.
 
 use herald::{config::Limits, error::ApiError, ingest};
 use herald_broker::{Message, Target};
@@ -11,7 +11,7 @@ use proptest::{
 };
 use serde_json::{Map, Value};
 
-/// What DESIGN.md §3 says about one publish object.
+/// What docs/protocol.md §4 says about one publish object.
 #[derive(Debug, PartialEq)]
 enum Verdict {
     /// Accepted: the topics (deduplicated, in order), event, data, key.
@@ -99,7 +99,7 @@ fn verdict_of(message: &Message) -> Verdict {
     )
 }
 
-/// Checks a refusal: only the statuses DESIGN.md allows, and a problem
+/// Checks a refusal: only the statuses the protocol allows, and a problem
 /// body that renders.
 fn refusal(error: &ApiError, input: &[u8]) -> Result<Verdict, TestCaseError> {
     let rendered = error.render();
@@ -172,7 +172,7 @@ fn check_publish(body: &[u8], limits: &Limits) -> Result<(), TestCaseError> {
         actual == expected || (actual == Verdict::BadRequest && has_duplicate_keys(body)),
         || {
             format!(
-                "publish body {:?}: herald says {actual:?} ({outcome:?}), DESIGN.md says {expected:?}",
+                "publish body {:?}: herald says {actual:?} ({outcome:?}), the protocol says {expected:?}",
                 String::from_utf8_lossy(body)
             )
         },
@@ -214,7 +214,7 @@ fn check_batch(body: &[u8], limits: &Limits) -> Result<(), TestCaseError> {
                 };
                 let expected = judge(object, limits);
                 ensure(verdict_of(message) == expected, || {
-                    format!("batch message {raw}: DESIGN.md says {expected:?}")
+                    format!("batch message {raw}: the protocol says {expected:?}")
                 })?;
             }
         }

@@ -1,4 +1,4 @@
-//! `herald publish`: publishing from a shell (DESIGN.md §6).
+//! `herald publish`: publishing from a shell (README, "The two commands").
 
 use std::process::Output;
 

@@ -1,4 +1,4 @@
-//! Cluster mode (DESIGN.md §1, §3, §5): several `herald serve` processes on
+//! Cluster mode (docs/protocol.md §4, §7, §8): several `herald serve` processes on
 //! one real Redis. An event published on any node reaches every node's
 //! subscribers exactly once; idempotency keys and subscriber counts are
 //! cluster-wide; a node without `redis.url` never touches Redis.

@@ -1,4 +1,4 @@
-//! Resume on any node (DESIGN.md §2): a cursor received from one node
+//! Resume on any node (docs/protocol.md §2): a cursor received from one node
 //! resumes on another with exactly the missed events, for single- and
 //! multi-topic streams; a cursor past the retained history gets one
 //! `herald.resync` for just those topics; the clients of a node that dies

@@ -1,4 +1,4 @@
-//! One Redis subscription per topic per node (DESIGN.md §1), as Redis sees
+//! One Redis subscription per topic per node (README, "How it works"), as Redis sees
 //! it: however clients come and go, and however many share a topic, each
 //! node holds exactly one subscription to each topic it has local
 //! subscribers for, and none to any other.

@@ -1,5 +1,5 @@
 //! Configuration sources and their precedence, and start-up refusing bad
-//! settings with a message naming the key (DESIGN.md §6).
+//! settings with a message naming the key (README, "Configuration").
 
 use futures_util::future::join_all;
 use herald_testkit::{Item, Node, NodeBuilder, TIMEOUT};

@@ -1,4 +1,4 @@
-//! CORS for browser subscribers, exactly as DESIGN.md §4 says: a listed
+//! CORS for browser subscribers, exactly as docs/protocol.md §6 says: a listed
 //! origin is echoed with credentials, `"*"` allows any origin without them,
 //! an unlisted origin (or the default empty list) gets no CORS headers, and
 //! preflight `OPTIONS` is answered. On streams opened on a new connection

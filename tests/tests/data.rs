@@ -1,6 +1,6 @@
 //! String data with line breaks, NUL and non-ASCII text arrives intact,
 //! read by our parser and by the independent `eventsource-stream` crate
-//! (DESIGN.md §2: CR and CRLF arrive as LF, everything else unchanged).
+//! (docs/protocol.md §1: CR and CRLF arrive as LF, everything else unchanged).
 
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;

@@ -2,7 +2,7 @@
 //! controls, a table of malicious requests each answered with its status as
 //! problem+json, raw HTTP garbage, and slow clients. Whatever they send,
 //! herald never answers `5xx`, never lets one subscriber's stream be
-//! forged, and keeps serving everyone else (DESIGN.md §2, §3, §4).
+//! forged, and keeps serving everyone else (docs/protocol.md §1, §4, §6).
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! SSE field injection is impossible: event names that could end a field
 //! or a frame are refused, and data that looks like fields stays data
-//! (DESIGN.md §3).
+//! (docs/protocol.md §4).
 
 use herald_testkit::{Node, TIMEOUT};
 use serde_json::json;

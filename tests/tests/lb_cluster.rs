@@ -1,4 +1,4 @@
-//! The deployment's load balancer, for real (DESIGN.md §2, §5, §7): a
+//! The deployment's load balancer, for real (docs/protocol.md §1, §8; README, "Deploy"): a
 //! `redis-server`, three `herald serve` processes in Redis mode and
 //! Debian's nginx running the very `deploy/nginx/nginx.conf` that
 //! docker-compose runs (its include files rendered for local ports by
@@ -33,7 +33,7 @@ const NODES: usize = 3;
 const STREAMS: usize = 6;
 
 /// The `retry:` the nodes send. Short, so clients that were refused come
-/// back quickly; DESIGN.md says refusals jitter it between 1× and 3×.
+/// back quickly; the protocol says refusals jitter it between 1× and 3×.
 const RETRY: Duration = Duration::from_millis(200);
 
 /// The bound on publish-to-delivery time through nginx. Generous for a busy

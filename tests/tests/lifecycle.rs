@@ -1,6 +1,6 @@
 //! SIGTERM and SIGINT: the node stops being ready, refuses new streams the
 //! way browsers retry, closes open streams spread over
-//! `server.drain_timeout`, finishes publishes, and exits 0 (DESIGN.md §5).
+//! `server.drain_timeout`, finishes publishes, and exits 0 (docs/protocol.md §8).
 
 use std::time::{Duration, Instant};
 

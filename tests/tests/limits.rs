@@ -1,6 +1,6 @@
 //! Per-connection limits: a slow consumer is cut off without delaying
 //! anyone else, and streams past `server.max_connections` get the
-//! come-back-later answer (DESIGN.md §2, §5).
+//! come-back-later answer (docs/protocol.md §1, §8).
 
 use std::time::Duration;
 

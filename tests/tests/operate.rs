@@ -1,12 +1,12 @@
 //! What operators poll: `/healthz`, `/readyz`, `/metrics` and
-//! `GET /v1/topics/{topic}` (DESIGN.md §5).
+//! `GET /v1/topics/{topic}` (docs/protocol.md §8).
 
 use std::time::Duration;
 
 use herald_testkit::{eventually, Exposition, MetricType, Node, TIMEOUT};
 use serde_json::json;
 
-/// Every metric of DESIGN.md §5 with its type.
+/// Every metric the README lists, with its type.
 const CONTRACT_METRICS: [(&str, MetricType); 12] = [
     ("herald_connections", MetricType::Gauge),
     ("herald_topics", MetricType::Gauge),

@@ -1,5 +1,5 @@
 //! `POST /v1/publish` and `/v1/publish/batch`: answers, idempotency, batch
-//! order and all-or-nothing validation (DESIGN.md §3).
+//! order and all-or-nothing validation (docs/protocol.md §4).
 
 use herald_testkit::{Node, SseStream, TIMEOUT};
 use serde_json::{json, Value};

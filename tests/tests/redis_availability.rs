@@ -1,4 +1,4 @@
-//! Redis up but not fully available (DESIGN.md §3, §5): down when a node
+//! Redis up but not fully available (docs/protocol.md §4, §8): down when a node
 //! starts (the node starts unready and becomes ready by itself), or
 //! refusing writes because it is out of memory or has become a read-only
 //! replica (as an old primary does after a failover): publishes cannot be

@@ -1,4 +1,4 @@
-//! Redis faults (DESIGN.md §2, §3, §5): subscribers on two nodes stay
+//! Redis faults (docs/protocol.md §1–4, §8): subscribers on two nodes stay
 //! connected and a backend keeps publishing (retrying `503`s with the same
 //! idempotency key) while Redis goes away and comes back.
 //!

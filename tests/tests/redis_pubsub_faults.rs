@@ -1,5 +1,5 @@
 //! A node that loses its Redis pub/sub connection while Redis keeps
-//! storing events (DESIGN.md §2, §5): when it is back it catches every
+//! storing events (docs/protocol.md §1–3, §8): when it is back it catches every
 //! topic up from history, resyncs the topics whose history was trimmed or
 //! lost meanwhile, and its presence counts come back.
 //!

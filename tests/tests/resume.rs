@@ -1,6 +1,6 @@
 //! Resume by cursor: reconnecting with the last id replays exactly what was
 //! missed; cursors the node cannot honour get one `herald.resync`
-//! (DESIGN.md §2).
+//! (docs/protocol.md §2, §3).
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
 //! `GET /v1/events`: what a stream looks like, and what publishes of every
-//! kind look like on it (DESIGN.md §2 and §3).
+//! kind look like on it (docs/protocol.md §1–4).
 
 use herald_testkit::{Event, Item, Node, TIMEOUT};
 use serde_json::json;

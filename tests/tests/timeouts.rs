@@ -1,7 +1,7 @@
 //! Connections that hold resources without completing a request are cut
 //! off: silent connections, and slowloris request heads on both the stream
-//! path and the API, while the node keeps serving everyone else (DESIGN.md
-//! §5: limits and timeouts).
+//! path and the API, while the node keeps serving everyone else
+//! (docs/protocol.md §5, §8: errors, slow clients).
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,5 @@
 //! Bad requests get the right status as `application/problem+json`, and
-//! the node keeps serving (DESIGN.md §2, §3).
+//! the node keeps serving (docs/protocol.md §1, §4).
 
 use herald_testkit::{Api, Node, Reply};
 use reqwest::Method;

@@ -5,7 +5,7 @@
 //! Like `EventSource` it waits the last `retry:` it was given, reconnects
 //! with the id of the last event it received as `Last-Event-ID`, and treats
 //! any answer but `200 text/event-stream` as fatal: a browser gives up for
-//! good on those, so for herald (DESIGN.md §2) they are a failure.
+//! good on those, so for herald (docs/protocol.md §1) they are a failure.
 
 use std::time::Duration;
 
