@@ -271,14 +271,13 @@ pub fn auth_settings() -> AuthSettings {
     AuthSettings {
         publish_keys: vec![PUBLISH_KEY.to_owned()],
         jwt_secret: Some(JWT_SECRET.to_owned()),
-        jwt_public_key_file: None,
         public_topics: vec!["public.*".to_owned()],
-        query_token: true,
+        ..AuthSettings::default()
     }
 }
 
 /// The shared state of a node with the embedded broker, built the way
-/// `herald::server::run` builds it, for calling `herald::subscribe::admit`
+/// `herald::server::run` builds it, for calling `herald::subscribe`
 /// in-process.
 ///
 /// # Panics
@@ -312,7 +311,7 @@ pub fn app_state() -> Arc<AppState> {
     let registry = Arc::new(TopicRegistry::new(metrics.registry.clone()));
     let broker = Arc::new(MemoryBroker::start(registry, settings.history));
     Arc::new(AppState {
-        auth: Auth::new(&settings.auth).expect("HS256 auth settings are valid"),
+        auth: Auth::new(&settings.auth, &metrics).expect("HS256 auth settings are valid"),
         connections: Arc::new(Connections::new(
             settings.server.max_connections,
             metrics.clone(),

@@ -1,15 +1,18 @@
-//! Subscribe requests (`herald::subscribe::admit`: query string,
+//! Subscribe requests (`herald::subscribe::{parse, start}`: query string,
 //! `Last-Event-ID`, `Authorization`, `Cookie`), topic and event names, and
 //! cursors: no input panics, refusals are only `400`/`401`/`403`, and the
 //! answer to a request built from known parts is the one DESIGN.md §2 and
 //! §4 give.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use herald::{
     error::ApiError,
     state::AppState,
-    subscribe::{admit, SubscribeHead},
+    subscribe::{self, Opened, SubscribeHead},
 };
 use herald_broker::{cursor, Cursor, EventName, Position, Topic};
 use herald_fuzz::{app_state, config, mutated, mutated_text, seeds, JWT_SECRET};
@@ -20,16 +23,33 @@ use proptest::{
 };
 use serde_json::json;
 
-/// Runs `f` with a fuzzed node's state, inside the runtime its broker
-/// needs.
-fn with_state(f: impl FnOnce(&AppState)) {
+/// A fuzzed node's state, inside the runtime its broker needs.
+struct Node {
+    runtime: tokio::runtime::Runtime,
+    state: Arc<AppState>,
+}
+
+impl Node {
+    /// What the node answers `head`: validated, authorized, and the stream
+    /// opened (then dropped) on the embedded broker.
+    fn subscribe(&self, head: &SubscribeHead<'_>) -> Result<Opened, ApiError> {
+        let request = subscribe::parse(&self.state, head)?;
+        self.runtime
+            .block_on(subscribe::start(&self.state, request))
+    }
+}
+
+/// Runs `f` with a fuzzed node.
+fn with_state(f: impl FnOnce(&Node)) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a Tokio runtime");
-    let _entered = runtime.enter();
-    let state = app_state();
-    f(&state);
+    let state = {
+        let _entered = runtime.enter();
+        app_state()
+    };
+    f(&Node { runtime, state });
 }
 
 fn ensure(condition: bool, message: impl FnOnce() -> String) -> Result<(), TestCaseError> {
@@ -40,11 +60,14 @@ fn ensure(condition: bool, message: impl FnOnce() -> String) -> Result<(), TestC
     }
 }
 
-/// The status `admit` answered with; only `200` (admitted), `400`, `401`
-/// and `403` are allowed on the stream route.
-fn status(outcome: Result<impl std::fmt::Debug, ApiError>) -> Result<u16, TestCaseError> {
+/// The status a subscribe is answered with; only `200` (a stream), `400`,
+/// `401` and `403` are allowed on the stream route.
+fn status(outcome: Result<Opened, ApiError>) -> Result<u16, TestCaseError> {
     match outcome {
-        Ok(_) => Ok(200),
+        Ok(Opened::Stream(_)) => Ok(200),
+        Ok(Opened::Refused(_)) => Err(TestCaseError::fail(
+            "a node with room and no hook refused a stream".to_owned(),
+        )),
         Err(ApiError::BadRequest(_)) => Ok(400),
         Err(ApiError::Unauthorized(_)) => Ok(401),
         Err(ApiError::Forbidden(_)) => Ok(403),
@@ -78,7 +101,7 @@ fn mutated_subscribe_heads_never_panic_and_are_only_refused_with_400_401_403() {
         proptest::option::of(mutated("token")),
         proptest::option::of(mutated("token")),
     );
-    with_state(|state| {
+    with_state(|node| {
         TestRunner::new(config(file!()))
             .run(&inputs, |(query, last_event_id, authorization, cookie)| {
                 let authorization = authorization.map(|t| [b"Bearer ".as_slice(), &t].concat());
@@ -88,8 +111,9 @@ fn mutated_subscribe_heads_never_panic_and_are_only_refused_with_400_401_403() {
                     last_event_id: last_event_id.as_deref(),
                     authorization: authorization.as_deref(),
                     cookie: cookie.as_deref(),
+                    ..SubscribeHead::default()
                 };
-                status(admit(state, &head)).map(|_| ())
+                status(node.subscribe(&head)).map(|_| ())
             })
             .unwrap();
     });
@@ -238,7 +262,7 @@ fn query_encode(text: &str) -> String {
 
 #[test]
 fn requests_built_from_known_parts_get_the_status_the_contract_gives() {
-    with_state(|state| {
+    with_state(|node| {
         TestRunner::new(config(file!()))
             .run(&request(), |request| {
                 let jwt = match &request.credential {
@@ -280,8 +304,9 @@ fn requests_built_from_known_parts_get_the_status_the_contract_gives() {
                     last_event_id: None,
                     authorization: authorization.as_deref().map(str::as_bytes),
                     cookie: cookie.as_deref().map(str::as_bytes),
+                    ..SubscribeHead::default()
                 };
-                let actual = status(admit(state, &head))?;
+                let actual = status(node.subscribe(&head))?;
                 let expected = expected_status(&request);
                 // A garbage "token" sent in a cookie may hold `;`, which ends
                 // the cookie early; it is still no valid token.

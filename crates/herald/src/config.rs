@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context};
-use herald_broker::{HistorySettings, RedisSettings, RedisTopology};
+use herald_broker::{HistorySettings, RedisSettings, RedisTopology, Topic};
 use serde::Deserialize;
 
 /// The shipped configuration file, read when it exists in the working
@@ -85,6 +85,22 @@ pub struct AuthSettings {
     pub public_topics: Vec<String>,
     /// Accept subscriber tokens in the `access_token` query parameter.
     pub query_token: bool,
+    /// An identity provider's JWKS, for RS256/ES256 tokens naming a `kid`.
+    pub jwks_url: Option<reqwest::Url>,
+    /// How often the JWKS is fetched again.
+    pub jwks_refresh: Duration,
+    /// The `iss` every token must carry, when set.
+    pub jwt_issuer: Option<String>,
+    /// An `aud` every token must carry, when set.
+    pub jwt_audience: Option<String>,
+    /// Topic templates with `{sub}` any valid subscriber token may open.
+    pub user_topics: Vec<String>,
+    /// The application's endpoint that authorizes subscribe requests.
+    pub subscribe_hook_url: Option<reqwest::Url>,
+    /// How long a hook call may take.
+    pub subscribe_hook_timeout: Duration,
+    /// How long a hook's `2xx`, `401` or `403` is reused; zero disables it.
+    pub subscribe_hook_cache: Duration,
 }
 
 impl AuthSettings {
@@ -93,6 +109,13 @@ impl AuthSettings {
         self.publish_keys.is_empty()
             && self.jwt_secret.is_none()
             && self.jwt_public_key_file.is_none()
+            && self.jwks_url.is_none()
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        validate_auth(RawAuth::default()).expect("the default [auth] is valid")
     }
 }
 
@@ -168,6 +191,14 @@ struct RawAuth {
     jwt_public_key_file: String,
     public_topics: Vec<String>,
     query_token: bool,
+    jwks_url: String,
+    jwks_refresh: String,
+    jwt_issuer: String,
+    jwt_audience: String,
+    user_topics: Vec<String>,
+    subscribe_hook_url: String,
+    subscribe_hook_timeout: String,
+    subscribe_hook_cache: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -242,6 +273,14 @@ impl Default for RawAuth {
             jwt_public_key_file: String::new(),
             public_topics: vec!["*".into()],
             query_token: true,
+            jwks_url: String::new(),
+            jwks_refresh: "5m".into(),
+            jwt_issuer: String::new(),
+            jwt_audience: String::new(),
+            user_topics: Vec::new(),
+            subscribe_hook_url: String::new(),
+            subscribe_hook_timeout: "2s".into(),
+            subscribe_hook_cache: "30s".into(),
         }
     }
 }
@@ -256,9 +295,10 @@ impl Default for RawLog {
 }
 
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: [&str; 5] = [
+const LIST_KEYS: [&str; 6] = [
     "auth.publish_keys",
     "auth.public_topics",
+    "auth.user_topics",
     "cors.allowed_origins",
     "redis.sentinel_nodes",
     "redis.cluster_nodes",
@@ -335,15 +375,7 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         },
         level: raw.log.level,
     };
-    let auth = AuthSettings {
-        publish_keys: non_empty_items("auth.publish_keys", raw.auth.publish_keys)?,
-        jwt_secret: Some(raw.auth.jwt_secret).filter(|s| !s.is_empty()),
-        jwt_public_key_file: Some(raw.auth.jwt_public_key_file)
-            .filter(|s| !s.trim().is_empty())
-            .map(std::path::PathBuf::from),
-        public_topics: non_empty_items("auth.public_topics", raw.auth.public_topics)?,
-        query_token: raw.auth.query_token,
-    };
+    let auth = validate_auth(raw.auth)?;
     Ok(Settings {
         server,
         redis,
@@ -353,6 +385,61 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         cors_allowed_origins: non_empty_items("cors.allowed_origins", raw.cors.allowed_origins)?,
         log,
     })
+}
+
+fn validate_auth(raw: RawAuth) -> anyhow::Result<AuthSettings> {
+    let user_topics = non_empty_items("auth.user_topics", raw.user_topics)?;
+    for template in &user_topics {
+        // The template must be a topic pattern whatever `sub` is put in.
+        let sample = template.replace("{sub}", "sub");
+        let name = sample.strip_suffix('*').unwrap_or(&sample);
+        if template.matches("{sub}").count() != 1
+            || (!name.is_empty() && Topic::new(name).is_err())
+            || name.contains('*')
+        {
+            bail!(
+                "auth.user_topics: {template:?} must name {{sub}} once and otherwise be a topic \
+                 or a topic prefix followed by *, like \"user.{{sub}}\" or \"user.{{sub}}.*\""
+            );
+        }
+    }
+    Ok(AuthSettings {
+        publish_keys: non_empty_items("auth.publish_keys", raw.publish_keys)?,
+        jwt_secret: Some(raw.jwt_secret).filter(|s| !s.is_empty()),
+        jwt_public_key_file: Some(raw.jwt_public_key_file)
+            .filter(|s| !s.trim().is_empty())
+            .map(std::path::PathBuf::from),
+        public_topics: non_empty_items("auth.public_topics", raw.public_topics)?,
+        query_token: raw.query_token,
+        jwks_url: http_url("auth.jwks_url", &raw.jwks_url)?,
+        jwks_refresh: duration("auth.jwks_refresh", &raw.jwks_refresh)?,
+        jwt_issuer: Some(raw.jwt_issuer).filter(|s| !s.is_empty()),
+        jwt_audience: Some(raw.jwt_audience).filter(|s| !s.is_empty()),
+        user_topics,
+        subscribe_hook_url: http_url("auth.subscribe_hook_url", &raw.subscribe_hook_url)?,
+        subscribe_hook_timeout: duration(
+            "auth.subscribe_hook_timeout",
+            &raw.subscribe_hook_timeout,
+        )?,
+        subscribe_hook_cache: duration_or_zero(
+            "auth.subscribe_hook_cache",
+            &raw.subscribe_hook_cache,
+        )?,
+    })
+}
+
+/// An optional `http://` or `https://` URL.
+fn http_url(key: &str, text: &str) -> anyhow::Result<Option<reqwest::Url>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let url =
+        reqwest::Url::parse(text).map_err(|e| anyhow!("{key}: {text:?} is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        bail!("{key}: {text:?} must be an http:// or https:// URL with a host");
+    }
+    Ok(Some(url))
 }
 
 /// The Redis topology: at most one of `redis.url`, `redis.sentinel_nodes`
@@ -550,6 +637,38 @@ mod tests {
         raw.limits.client_buffer_events = 0;
         let error = validate(raw).unwrap_err().to_string();
         assert!(error.starts_with("limits.client_buffer_events:"), "{error}");
+    }
+
+    fn auth_error(edit: impl FnOnce(&mut RawAuth)) -> String {
+        let mut raw = RawConfig::default();
+        edit(&mut raw.auth);
+        validate(raw).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn identity_keys_are_checked_and_jwks_closes_publishing() {
+        for bad in ["ftp://id.example/jwks", "id.example/jwks", "http://"] {
+            let error = auth_error(|a| a.jwks_url = bad.into());
+            assert!(error.starts_with("auth.jwks_url:"), "{error}");
+        }
+        let error = auth_error(|a| a.subscribe_hook_url = "localhost:3000".into());
+        assert!(error.starts_with("auth.subscribe_hook_url:"), "{error}");
+        for bad in ["user.*", "user.{sub}.{sub}", "user {sub}", "{sub}*.x"] {
+            let error = auth_error(|a| a.user_topics = vec![bad.into()]);
+            assert!(error.starts_with("auth.user_topics:"), "{bad}: {error}");
+        }
+        let error = auth_error(|a| a.subscribe_hook_timeout = "0s".into());
+        assert!(error.starts_with("auth.subscribe_hook_timeout:"), "{error}");
+
+        let mut raw = RawConfig::default();
+        raw.auth.jwks_url = "https://id.example/.well-known/jwks.json".into();
+        raw.auth.user_topics = vec!["user.{sub}".into(), "user.{sub}.*".into(), "{sub}".into()];
+        raw.auth.subscribe_hook_cache = "0s".into();
+        let settings = validate(raw).unwrap();
+        assert!(!settings.auth.publishing_is_open());
+        assert_eq!(settings.auth.jwks_refresh, Duration::from_secs(300));
+        assert_eq!(settings.auth.subscribe_hook_timeout, Duration::from_secs(2));
+        assert!(settings.auth.subscribe_hook_cache.is_zero());
     }
 
     fn redis_error(edit: impl FnOnce(&mut RawRedis)) -> String {

@@ -91,6 +91,11 @@ impl Connections {
         self.open.load(Ordering::Acquire)
     }
 
+    /// Whether the node is at its connection limit right now.
+    pub fn is_full(&self) -> bool {
+        self.open_streams() >= self.max
+    }
+
     fn snapshot(&self) -> Vec<Arc<SubscriberQueue>> {
         self.table
             .lock()

@@ -45,9 +45,12 @@ pub enum ApiError {
     /// The node is not ready (broker down or draining).
     #[error("{0}")]
     NotReady(&'static str),
-    /// The broker cannot store events right now.
-    #[error("the broker is unavailable; retry later")]
+    /// Something the request needs is missing for now: the broker cannot
+    /// store events, or the identity provider's keys were never fetched.
+    #[error("{detail}")]
     Unavailable {
+        /// What is missing, for the client.
+        detail: &'static str,
         /// Sent as `Retry-After`.
         retry_after: Duration,
     },
@@ -69,7 +72,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not-found",
             ApiError::MethodNotAllowed { .. } => "method-not-allowed",
             ApiError::NotReady(_) => "not-ready",
-            ApiError::Unavailable { .. } => "broker-unavailable",
+            ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal => "internal",
         }
     }
@@ -80,7 +83,10 @@ impl From<BrokerError> for ApiError {
         match error {
             BrokerError::Unavailable { retry_after, .. } => {
                 tracing::warn!(error = %error_chain(&error), "broker unavailable");
-                ApiError::Unavailable { retry_after }
+                ApiError::Unavailable {
+                    detail: "the broker is unavailable; retry later",
+                    retry_after,
+                }
             }
             other => {
                 tracing::error!(error = %error_chain(&other), "broker error");
@@ -122,7 +128,7 @@ impl ApiError {
             detail: self.to_string(),
         };
         let headers = match self {
-            ApiError::Unavailable { retry_after } => {
+            ApiError::Unavailable { retry_after, .. } => {
                 vec![(
                     header::RETRY_AFTER,
                     retry_after.as_secs().max(1).to_string(),

@@ -56,6 +56,21 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// Handed to the topic registry.
     pub registry: RegistryMetrics,
+    /// Calls to the application's subscribe hook.
+    pub auth_hook: AuthHookMetrics,
+}
+
+/// Calls to the application's subscribe hook.
+#[derive(Debug, Clone)]
+pub struct AuthHookMetrics {
+    /// `2xx` answers.
+    pub allow: IntCounter,
+    /// `401` and `403` answers.
+    pub deny: IntCounter,
+    /// Anything else, timeouts and failed connections.
+    pub error: IntCounter,
+    /// Round trip of every call, timeouts included.
+    pub duration: Histogram,
 }
 
 impl Metrics {
@@ -174,6 +189,23 @@ impl Metrics {
             primaries_down: primaries.with_label_values(&["down"]),
         };
         let topics = gauge("herald_topics", "Topics with local subscribers.");
+        let hook_requests = counter_vec(
+            "herald_auth_hook_requests_total",
+            "Subscribe-hook calls, per result (allow, deny, error).",
+            &["result"],
+        );
+        let auth_hook = AuthHookMetrics {
+            allow: hook_requests.with_label_values(&["allow"]),
+            deny: hook_requests.with_label_values(&["deny"]),
+            error: hook_requests.with_label_values(&["error"]),
+            duration: histogram(
+                "herald_auth_hook_duration_seconds",
+                "Subscribe-hook round trip, timeouts included.",
+                vec![
+                    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            ),
+        };
         Self {
             connections,
             events_published,
@@ -189,6 +221,7 @@ impl Metrics {
                 topics,
                 dropped_slow_consumer: dropped.with_label_values(&["slow_consumer"]),
             },
+            auth_hook,
             prometheus: registry,
         }
     }

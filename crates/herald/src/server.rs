@@ -43,7 +43,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let metrics = Metrics::new();
     let broker = start_broker(&settings, &metrics)?;
-    let auth = Auth::new(&settings.auth)?;
+    let auth = Auth::new(&settings.auth, &metrics)?;
     warn_if_publishing_is_exposed(&settings, &auth);
     let connections = Arc::new(Connections::new(
         settings.server.max_connections,

@@ -2,7 +2,11 @@
 //!
 //! Both transports (herald's own HTTP/1.1 stream path and the actix route
 //! for streams requested on a reused connection) hand a [`SubscribeHead`]
-//! here, so validation, authorization and resume are decided in one place.
+//! to [`parse`], then the request to [`start`], so validation,
+//! authorization and resume are decided in one place. Parsing is
+//! synchronous and copies out what the rest needs, so a transport's parser
+//! scratch space never lives across an await (authorization may wait for
+//! the identity provider's keys or the application's subscribe hook).
 //!
 //! Setup order is what makes resume exact: read the heads of topics the
 //! client has no position for, join the topics (live events start queuing),
@@ -21,7 +25,13 @@ use herald_broker::{BrokerError, Cursor, Position, Resume, SubscriberQueue, Topi
 use rand::Rng;
 use tokio::time::Instant;
 
-use crate::{error::ApiError, positions::StreamPositions, state::AppState, stream::EventStream};
+use crate::{
+    auth::{self, hook::Forwarded, Checked, Credentials},
+    error::ApiError,
+    positions::StreamPositions,
+    state::AppState,
+    stream::EventStream,
+};
 
 /// Response headers of every stream and every refusal, besides CORS.
 pub const STREAM_HEADERS: [(&str, &str); 3] = [
@@ -41,11 +51,25 @@ pub struct SubscribeHead<'a> {
     pub authorization: Option<&'a [u8]>,
     /// The `Cookie` header.
     pub cookie: Option<&'a [u8]>,
+    /// The `Origin` header.
+    pub origin: Option<&'a [u8]>,
+    /// The `X-Forwarded-For` header.
+    pub forwarded_for: Option<&'a [u8]>,
+    /// The client's address.
+    pub peer: Option<std::net::IpAddr>,
+}
+
+/// A valid subscribe request, not yet authorized.
+#[derive(Debug)]
+pub struct SubscribeRequest {
+    topics: Vec<Topic>,
+    cursor: Option<Result<Cursor, ()>>,
+    credentials: Credentials,
 }
 
 /// A valid, authorized subscribe request.
 #[derive(Debug)]
-pub struct Admission {
+struct Admission {
     topics: Vec<Topic>,
     cursor: Option<Result<Cursor, ()>>,
     expires_at: Option<Instant>,
@@ -60,12 +84,12 @@ pub enum Opened {
     Refused(Bytes),
 }
 
-/// Validates and authorizes a subscribe request.
+/// Validates a subscribe request and copies out what [`start`] needs.
 ///
 /// # Errors
 ///
-/// `400` for bad topics or too many of them, `401`/`403` for auth.
-pub fn admit(state: &AppState, head: &SubscribeHead<'_>) -> Result<Admission, ApiError> {
+/// `400` for bad topics or too many of them.
+pub fn parse(state: &AppState, head: &SubscribeHead<'_>) -> Result<SubscribeRequest, ApiError> {
     let max_topics = state.settings.limits.max_topics_per_connection;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(head.query)
         .map_err(|_| ApiError::BadRequest("the query string is not valid URL encoding".into()))?;
@@ -112,26 +136,90 @@ pub fn admit(state: &AppState, head: &SubscribeHead<'_>) -> Result<Admission, Ap
     let cursor =
         cursor_text.map(|text| text.and_then(|t| Cursor::decode(t.trim()).map_err(|_| ())));
 
-    let grant = state.auth.authorize_subscriber(
-        as_text(head.authorization),
-        as_text(head.cookie),
-        access_token.as_deref(),
-        &topics,
-    )?;
+    let owned = |value: Option<&[u8]>| value.map(<[u8]>::to_vec);
+    Ok(SubscribeRequest {
+        topics,
+        cursor,
+        credentials: Credentials {
+            query_token: access_token,
+            forwarded: Forwarded {
+                cookie: owned(head.cookie),
+                authorization: owned(head.authorization),
+                origin: owned(head.origin),
+                forwarded_for: owned(head.forwarded_for),
+                peer: head.peer,
+            },
+        },
+    })
+}
+
+/// Authorizes the request and opens its stream.
+///
+/// # Errors
+///
+/// `401`/`403` for auth. Anything that stops a valid, authorized stream
+/// from opening now (drain, capacity, the broker, a failing subscribe hook,
+/// keys never fetched) is [`Opened::Refused`], so the client retries.
+pub async fn start(state: &Arc<AppState>, request: SubscribeRequest) -> Result<Opened, ApiError> {
+    let SubscribeRequest {
+        topics,
+        cursor,
+        credentials,
+    } = request;
+    let auth = &state.auth;
+    let checked = match auth.check_subscriber(&credentials, &topics).await {
+        Ok(checked) => checked,
+        Err(refusal) => return refused(state, refusal),
+    };
+    let grant = match checked {
+        Checked::Granted(grant) => grant,
+        Checked::AskHook {
+            topics: asked,
+            token_expires_at,
+        } => {
+            // The hook is not asked about a request refused anyway.
+            if let Some(reason) = unable_to_open(state) {
+                return Ok(Opened::Refused(refuse(state, Some(reason))));
+            }
+            match auth.ask_hook(&credentials, &asked, token_expires_at).await {
+                Ok(grant) => grant,
+                Err(refusal) => return refused(state, refusal),
+            }
+        }
+    };
+    drop(credentials);
     let expires_at = grant.expires_at.map(|at| {
         Instant::now()
             + at.duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO)
     });
-    Ok(Admission {
-        topics,
-        cursor,
-        expires_at,
-    })
+    Ok(open(
+        state,
+        Admission {
+            topics,
+            cursor,
+            expires_at,
+        },
+    )
+    .await)
 }
 
-fn as_text(value: Option<&[u8]>) -> Option<&str> {
-    value.and_then(|v| std::str::from_utf8(v).ok())
+fn refused(state: &AppState, refusal: auth::Refusal) -> Result<Opened, ApiError> {
+    match refusal {
+        auth::Refusal::Denied(error) => Err(error),
+        auth::Refusal::Retry => Ok(Opened::Refused(refuse(state, None))),
+    }
+}
+
+/// Why a stream could not open right now, if it could not.
+fn unable_to_open(state: &AppState) -> Option<&'static str> {
+    if state.lifecycle.is_draining() {
+        Some("drain")
+    } else if state.connections.is_full() {
+        Some("capacity")
+    } else {
+        None
+    }
 }
 
 /// Where one topic of a new stream starts.
@@ -145,34 +233,34 @@ enum Start {
     Resync,
 }
 
-enum Refusal {
+enum SetupError {
     Capacity,
     Broker(BrokerError),
 }
 
-impl From<BrokerError> for Refusal {
+impl From<BrokerError> for SetupError {
     fn from(error: BrokerError) -> Self {
-        Refusal::Broker(error)
+        SetupError::Broker(error)
     }
 }
 
 /// Opens the stream, or refuses it when the node is draining, full, or
 /// cannot reach its broker.
-pub async fn open(state: &Arc<AppState>, admission: Admission) -> Opened {
+async fn open(state: &Arc<AppState>, admission: Admission) -> Opened {
     if state.lifecycle.is_draining() {
         return Opened::Refused(refuse(state, Some("drain")));
     }
     match setup(state, admission).await {
         Ok(stream) => Opened::Stream(stream),
-        Err(Refusal::Capacity) => Opened::Refused(refuse(state, Some("capacity"))),
-        Err(Refusal::Broker(error)) => {
+        Err(SetupError::Capacity) => Opened::Refused(refuse(state, Some("capacity"))),
+        Err(SetupError::Broker(error)) => {
             tracing::warn!(error = %herald_broker::error_chain(&error), "cannot open stream");
             Opened::Refused(refuse(state, None))
         }
     }
 }
 
-async fn setup(state: &Arc<AppState>, admission: Admission) -> Result<EventStream, Refusal> {
+async fn setup(state: &Arc<AppState>, admission: Admission) -> Result<EventStream, SetupError> {
     let Admission {
         topics,
         cursor,
@@ -184,7 +272,7 @@ async fn setup(state: &Arc<AppState>, admission: Admission) -> Result<EventStrea
     let connection = state
         .connections
         .admit(&queue, expires_at)
-        .ok_or(Refusal::Capacity)?;
+        .ok_or(SetupError::Capacity)?;
 
     let starts: Vec<Start> = topics
         .iter()

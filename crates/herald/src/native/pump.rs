@@ -25,7 +25,7 @@ use crate::{
     error::ApiError,
     state::AppState,
     stream::EventStream,
-    subscribe::{self, Admission, Opened, SubscribeHead},
+    subscribe::{self, Opened, SubscribeHead, SubscribeRequest},
 };
 
 /// Frames handed to one `writev`.
@@ -46,14 +46,19 @@ pub(super) async fn serve_stream(mut socket: TcpStream, state: Arc<AppState>) {
         }
         Ok(Err(HeadError::Closed)) | Err(_) => return,
     };
-    let (admission, cors) = match prepare(&state, &head) {
+    let peer = socket.peer_addr().ok().map(|addr| addr.ip());
+    let (request, cors) = match prepare(&state, &head, peer) {
         Ok(prepared) => prepared,
         Err((error, cors)) => return respond_error(&state, socket, &error, &cors).await,
     };
     drop(head);
+    let opened = match subscribe::start(&state, request).await {
+        Ok(opened) => opened,
+        Err(error) => return respond_error(&state, socket, &error, &cors).await,
+    };
     count(&state, "200");
     let response_head = head::stream_head(&cors);
-    match subscribe::open(&state, admission).await {
+    match opened {
         Opened::Refused(body) => head::write_and_close(socket, response_head, body).await,
         Opened::Stream(mut stream) => {
             stream.pending().push_front(response_head);
@@ -70,11 +75,15 @@ pub(super) async fn serve_stream(mut socket: TcpStream, state: Arc<AppState>) {
 
 /// CORS headers for the response, decided before anything else can fail.
 type CorsHeaders = Vec<(&'static str, String)>;
-type Prepared = (Admission, CorsHeaders);
+type Prepared = (SubscribeRequest, CorsHeaders);
 
-/// Parses the head and admits the request. Synchronous, so the parser's
+/// Parses the head and validates the request. Synchronous, so the parser's
 /// scratch space never becomes part of a long-lived task.
-fn prepare(state: &AppState, head: &[u8]) -> Result<Prepared, (ApiError, CorsHeaders)> {
+fn prepare(
+    state: &AppState,
+    head: &[u8],
+    peer: Option<std::net::IpAddr>,
+) -> Result<Prepared, (ApiError, CorsHeaders)> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(head) {
@@ -100,9 +109,12 @@ fn prepare(state: &AppState, head: &[u8]) -> Result<Prepared, (ApiError, CorsHea
         last_event_id: find("last-event-id"),
         authorization: find("authorization"),
         cookie: find("cookie"),
+        origin: find("origin"),
+        forwarded_for: find("x-forwarded-for"),
+        peer,
     };
-    match subscribe::admit(state, &subscribe_head) {
-        Ok(admission) => Ok((admission, cors)),
+    match subscribe::parse(state, &subscribe_head) {
+        Ok(request) => Ok((request, cors)),
         Err(error) => Err((error, cors)),
     }
 }

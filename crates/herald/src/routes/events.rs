@@ -29,8 +29,12 @@ async fn handle(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
         last_event_id: headers.get("last-event-id").map(|v| v.as_bytes()),
         authorization: headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
         cookie: headers.get(header::COOKIE).map(|v| v.as_bytes()),
+        origin: headers.get(header::ORIGIN).map(|v| v.as_bytes()),
+        forwarded_for: headers.get("x-forwarded-for").map(|v| v.as_bytes()),
+        peer: req.peer_addr().map(|addr| addr.ip()),
     };
-    let admission = subscribe::admit(&state, &head)?;
+    let request = subscribe::parse(&state, &head)?;
+    let opened = subscribe::start(&state.into_inner(), request).await?;
     let mut response = HttpResponse::Ok();
     for header in STREAM_HEADERS {
         response.insert_header(header);
@@ -38,17 +42,15 @@ async fn handle(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
     // A stream closed by herald (drain, slow consumer) must close its TCP
     // connection too, so the client reconnects, ideally elsewhere.
     response.force_close();
-    Ok(
-        match subscribe::open(&state.into_inner(), admission).await {
-            Opened::Stream(mut stream) => {
-                // See `crate::socket`: how a stream actix stopped polling is
-                // still closed when herald closes it.
-                if let Some(socket) = socket::duplicate(&req) {
-                    stream.on_close(move || socket::shutdown(&socket));
-                }
-                response.streaming(stream)
+    Ok(match opened {
+        Opened::Stream(mut stream) => {
+            // See `crate::socket`: how a stream actix stopped polling is
+            // still closed when herald closes it.
+            if let Some(socket) = socket::duplicate(&req) {
+                stream.on_close(move || socket::shutdown(&socket));
             }
-            Opened::Refused(body) => response.body(body),
-        },
-    )
+            response.streaming(stream)
+        }
+        Opened::Refused(body) => response.body(body),
+    })
 }

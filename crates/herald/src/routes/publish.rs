@@ -62,7 +62,7 @@ async fn ingest_request(
     parse: impl FnOnce(&[u8], &Limits) -> Result<Vec<Message>, ApiError>,
 ) -> Result<Vec<Receipt>, ApiError> {
     let started = Instant::now();
-    let grant = state.auth.authenticate_publisher(req)?;
+    let grant = state.auth.authenticate_publisher(req).await?;
     let body = read_body(req, payload, state.settings.limits.max_request_bytes).await?;
     let messages = parse(&body, &state.settings.limits)?;
     Auth::authorize_publish(&grant, messages.iter().flat_map(|m| m.target.topics()))?;
