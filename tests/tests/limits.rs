@@ -339,3 +339,55 @@ async fn stream_past_max_connections_gets_200_a_jittered_retry_and_a_closed_conn
     node.api().publish_ok("a", json!("again")).await;
     assert_eq!(admitted.event().await.data, "again");
 }
+
+/// Sends a subscribe request whose head is about `head_bytes` long (padded
+/// with cookies, as a browser with many cookies would send) on `connection`
+/// and returns the response's status line.
+async fn subscribe_with_head_of(node: &Node, connection: Connection, head_bytes: usize) -> String {
+    let mut socket = TcpStream::connect(node.addr()).await.expect("connecting");
+    if let Connection::Reused = connection {
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n")
+            .await
+            .expect("sending the first request");
+        read_one_response(&mut socket).await;
+    }
+    let mut request = String::from("GET /v1/events?topic=big-head HTTP/1.1\r\nHost: herald\r\n");
+    let mut i = 0;
+    while request.len() + 4 < head_bytes {
+        let line = format!("cookie: c{i}={}\r\n", "v".repeat(2000));
+        request.push_str(&line);
+        i += 1;
+    }
+    request.push_str("\r\n");
+    socket
+        .write_all(request.as_bytes())
+        .await
+        .expect("sending the subscribe request");
+    let mut received = Vec::new();
+    tokio::time::timeout(TIMEOUT, async {
+        while !received.windows(2).any(|w| w == b"\r\n") {
+            if socket.read_buf(&mut received).await.unwrap_or(0) == 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("an answer within the timeout");
+    let text = String::from_utf8_lossy(&received);
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_subscribe_head_between_64_and_128_kib_opens_on_either_connection_kind() {
+    let node = Node::start().await;
+    for connection in [Connection::New, Connection::Reused] {
+        for size in [60 * 1024, 100 * 1024, 120 * 1024] {
+            let status = subscribe_with_head_of(&node, connection, size).await;
+            assert_eq!(
+                status, "HTTP/1.1 200 OK",
+                "a {size}-byte head on a {connection:?} connection"
+            );
+        }
+    }
+}

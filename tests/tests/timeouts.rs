@@ -127,3 +127,35 @@ async fn silent_connections_do_not_block_streams_or_publishes() {
     assert_eq!(event.data, "still here");
     drop(silent);
 }
+
+#[tokio::test]
+async fn the_head_timeout_counts_from_the_connection_not_from_the_first_byte() {
+    let node = Node::start().await;
+    for request_line in [
+        "GET /v1/events?topic=slow HTTP/1.1\r\n",
+        "POST /v1/publish HTTP/1.1\r\n",
+    ] {
+        let mut socket = TcpStream::connect(node.addr()).await.expect("connecting");
+        let connected = Instant::now();
+        // Silent for most of the allowance, then a slow head: the node must
+        // not start the allowance over when the first byte arrives.
+        let quiet = HEAD_LIMIT - Duration::from_secs(2);
+        let mut silent = [0u8; 1];
+        let answered_early = tokio::time::timeout(quiet, socket.read(&mut silent)).await;
+        assert!(answered_early.is_err(), "closed before any byte was sent");
+        socket
+            .write_all(request_line.as_bytes())
+            .await
+            .expect("sending the request line");
+        let (mut read, mut write) = socket.split();
+        tokio::select! {
+            _ = wait_for_close(&mut read, HEAD_LIMIT + SLACK) => {}
+            () = trickle_headers(&mut write) => {}
+        }
+        let took = connected.elapsed();
+        assert!(
+            took < HEAD_LIMIT + Duration::from_millis(1500),
+            "{request_line:?}: closed {took:?} after connecting, past the {HEAD_LIMIT:?} allowance"
+        );
+    }
+}

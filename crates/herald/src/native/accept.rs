@@ -11,6 +11,7 @@ use std::{
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{mpsc, watch},
+    time::{timeout_at, Instant},
 };
 
 use super::{
@@ -79,11 +80,15 @@ pub async fn serve(
 
 async fn route(stream: TcpStream, state: Arc<AppState>, handoff: Handoff) {
     let _ = stream.set_nodelay(true);
+    // One deadline for the whole first head, however it is read.
+    let deadline = Instant::now() + REQUEST_HEAD_TIMEOUT;
     let mut start = [0u8; STREAM_PREFIX.len() + 1];
-    match tokio::time::timeout(REQUEST_HEAD_TIMEOUT, stream.peek(&mut start)).await {
-        Ok(Ok(n)) if is_new_stream(&start[..n]) => super::pump::serve_stream(stream, state).await,
+    match timeout_at(deadline, stream.peek(&mut start)).await {
+        Ok(Ok(n)) if is_new_stream(&start[..n]) => {
+            super::pump::serve_stream(stream, state, deadline).await;
+        }
         Ok(Ok(n)) if n > 0 => {
-            let checked = tokio::time::timeout(REQUEST_HEAD_TIMEOUT, first_request::check(&stream));
+            let checked = timeout_at(deadline, first_request::check(&stream));
             match checked.await {
                 Ok(FirstRequest::Valid) => handoff.send(stream),
                 Ok(FirstRequest::Invalid(error)) => {

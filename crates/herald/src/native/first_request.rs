@@ -11,13 +11,10 @@ use std::io;
 
 use tokio::{io::Interest, net::TcpStream};
 
+// actix's limits, which the check applies too, so that whatever it lets
+// through, actix accepts.
+use super::head::{MAX_HEADERS, MAX_HEAD_BYTES};
 use crate::error::ApiError;
-
-/// actix's limits: a request head over 128 KiB, or with more than 96
-/// header fields, is refused. The check applies the same, so that whatever
-/// it lets through, actix accepts.
-const MAX_HEAD_BYTES: usize = 128 * 1024;
-const MAX_HEADERS: usize = 96;
 /// Most heads fit here; the buffer grows to the limit only for larger ones.
 const USUAL_HEAD_BYTES: usize = 4096;
 

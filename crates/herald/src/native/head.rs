@@ -10,14 +10,17 @@ use tokio::{
 
 use crate::error::{ApiError, PROBLEM_JSON};
 
-/// Time a client has to send its request head; bounds slowloris clients.
+/// Time a client has to send its first request head, from the moment its
+/// connection is accepted; bounds slowloris clients.
 pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest request head accepted. The largest valid subscribe request
-/// (64 topics of 200 bytes, percent-encoded as browsers do) is about 40 KB
-/// before its cursor, token and cookies.
-pub(super) const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Most headers accepted in one request.
-pub(super) const MAX_HEADERS: usize = 64;
+/// Largest request head accepted, on every connection kind: actix's own
+/// limit, so a request is judged the same whether it opens a connection
+/// (checked here) or reuses one (checked by actix). The largest valid
+/// subscribe request (64 topics of 200 bytes, percent-encoded as browsers
+/// do) is about 40 KB before its cursor, token and cookies.
+pub(super) const MAX_HEAD_BYTES: usize = 128 * 1024;
+/// Most header fields accepted in one request head: actix's limit too.
+pub(super) const MAX_HEADERS: usize = 96;
 
 /// Why a head could not be read.
 #[derive(Debug)]

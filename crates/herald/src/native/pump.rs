@@ -34,14 +34,22 @@ const MAX_SLICES: usize = 64;
 /// garbage cannot hold the task.
 const MAX_DISCARDS: usize = 16;
 
-/// Serves one connection that opened with `GET /v1/events`.
-pub(super) async fn serve_stream(mut socket: TcpStream, state: Arc<AppState>) {
-    let head = match tokio::time::timeout(head::REQUEST_HEAD_TIMEOUT, head::read(&mut socket)).await
-    {
+/// Serves one connection that opened with `GET /v1/events`, whose head
+/// must be complete by `deadline`.
+pub(super) async fn serve_stream(
+    mut socket: TcpStream,
+    state: Arc<AppState>,
+    deadline: tokio::time::Instant,
+) {
+    let head = match tokio::time::timeout_at(deadline, head::read(&mut socket)).await {
         Ok(Ok(head)) => head,
         Ok(Err(HeadError::TooLarge)) => {
-            // The stream route answers only 400, 401 and 403 (DESIGN §2).
-            let error = ApiError::BadRequest("the request head is over 64 KiB".into());
+            // The stream route refuses requests with 400, 401 or 403 only
+            // (docs/protocol.md, section 1).
+            let error = ApiError::BadRequest(format!(
+                "the request head is over {} KiB",
+                head::MAX_HEAD_BYTES / 1024
+            ));
             return respond_error(&state, socket, &error, &[]).await;
         }
         Ok(Err(HeadError::Closed)) | Err(_) => return,
