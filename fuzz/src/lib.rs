@@ -25,17 +25,14 @@
 
 #![warn(missing_docs)]
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc};
 
 use herald::{
-    auth::Auth,
-    config::{AuthSettings, Limits, LogSettings, ServerSettings, Settings},
-    connections::Connections,
-    lifecycle::Lifecycle,
+    config::{AuthSettings, Limits, Settings},
     metrics::Metrics,
     state::AppState,
 };
-use herald_broker::{HistorySettings, MemoryBroker, TopicRegistry};
+use herald_broker::{MemoryBroker, TopicRegistry};
 use proptest::{
     prelude::*,
     test_runner::{Config, FileFailurePersistence},
@@ -256,12 +253,7 @@ pub fn mutated_text(target: &str) -> BoxedStrategy<String> {
 
 /// The limits of a default node.
 pub fn default_limits() -> Limits {
-    Limits {
-        max_payload_bytes: 65_536,
-        max_request_bytes: 1_048_576,
-        max_topics_per_connection: 64,
-        client_buffer_events: 1024,
-    }
+    Settings::default().limits
 }
 
 /// Auth settings of the fuzzed node: a publish key, an HS256 secret, and
@@ -285,42 +277,13 @@ pub fn auth_settings() -> AuthSettings {
 /// Outside a Tokio runtime (the memory broker spawns its tasks).
 pub fn app_state() -> Arc<AppState> {
     let settings = Settings {
-        server: ServerSettings {
-            bind: "127.0.0.1:0".parse().expect("a socket address"),
-            max_connections: 100_000,
-            heartbeat_interval: Duration::from_secs(15),
-            retry: Duration::from_secs(2),
-            drain_timeout: Duration::from_secs(10),
-            workers: 1,
-            demo: false,
-        },
-        redis: None,
-        history: HistorySettings {
-            max_events: 1000,
-            ttl: Duration::from_secs(3600),
-        },
-        limits: default_limits(),
         auth: auth_settings(),
-        cors_allowed_origins: Vec::new(),
-        log: LogSettings {
-            json: true,
-            level: "warn".to_owned(),
-        },
+        ..Settings::default()
     };
     let metrics = Metrics::new();
-    let registry = Arc::new(TopicRegistry::new(metrics.registry.clone()));
+    let registry = Arc::new(TopicRegistry::new(metrics.topic_registry.clone()));
     let broker = Arc::new(MemoryBroker::start(registry, settings.history));
-    Arc::new(AppState {
-        auth: Auth::new(&settings.auth, &metrics).expect("HS256 auth settings are valid"),
-        connections: Arc::new(Connections::new(
-            settings.server.max_connections,
-            metrics.clone(),
-        )),
-        lifecycle: Arc::new(Lifecycle::new()),
-        broker,
-        metrics,
-        settings,
-    })
+    Arc::new(AppState::new(settings, broker, metrics).expect("HS256 auth settings are valid"))
 }
 
 #[cfg(test)]

@@ -57,7 +57,8 @@ fn private() -> Vec<Topic> {
     vec![Topic::new("private.1").expect("a valid topic")]
 }
 
-/// Whether `token` is what DESIGN.md §4 accepts: HS256 with the node's
+/// Whether `token` is what the protocol (docs/protocol.md, section 6)
+/// accepts: HS256 with the node's
 /// secret, `exp`/`nbf` (when present) within a 30 s leeway.
 fn verifies(token: &str) -> bool {
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);

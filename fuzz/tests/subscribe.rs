@@ -1,8 +1,8 @@
 //! Subscribe requests (`herald::subscribe::{parse, start}`: query string,
 //! `Last-Event-ID`, `Authorization`, `Cookie`), topic and event names, and
 //! cursors: no input panics, refusals are only `400`/`401`/`403`, and the
-//! answer to a request built from known parts is the one DESIGN.md §2 and
-//! §4 give.
+//! answer to a request built from known parts is the one docs/protocol.md
+//! (sections 1 and 6) gives.
 
 use std::{
     sync::Arc,
@@ -206,7 +206,8 @@ fn covers(pattern: &str, topic: &str) -> bool {
     }
 }
 
-/// DESIGN.md §2 and §4, read independently of subscribe.rs and auth.rs.
+/// docs/protocol.md (sections 1 and 6), read independently of subscribe.rs
+/// and auth.rs.
 /// The fuzzed node's public topics are `public.*`.
 fn expected_status(request: &Request) -> u16 {
     let valid = |t: &str| {
@@ -311,7 +312,7 @@ fn requests_built_from_known_parts_get_the_status_the_contract_gives() {
                 // A garbage "token" sent in a cookie may hold `;`, which ends
                 // the cookie early; it is still no valid token.
                 ensure(actual == expected, || {
-                    format!("{request:?} (query {query:?}): herald says {actual}, DESIGN.md says {expected}")
+                    format!("{request:?} (query {query:?}): herald says {actual}, the protocol says {expected}")
                 })
             })
             .unwrap();
@@ -333,7 +334,9 @@ fn topic_names_are_accepted_exactly_when_the_contract_allows_them() {
                     .all(|b| b.is_ascii_alphanumeric() || b"_-.:/@~".contains(&b));
             let actual = Topic::new(&name);
             ensure(actual.is_ok() == expected, || {
-                format!("topic {name:?}: herald says {actual:?}, DESIGN.md says valid={expected}")
+                format!(
+                    "topic {name:?}: herald says {actual:?}, the protocol says valid={expected}"
+                )
             })?;
             if let Ok(topic) = actual {
                 ensure(topic.as_str() == name, || format!("{name:?} changed"))?;
@@ -357,7 +360,9 @@ fn event_names_are_accepted_exactly_when_the_contract_allows_them() {
                 && !name.starts_with("herald.");
             let actual = EventName::new(&name);
             ensure(actual.is_ok() == expected, || {
-                format!("event {name:?}: herald says {actual:?}, DESIGN.md says valid={expected}")
+                format!(
+                    "event {name:?}: herald says {actual:?}, the protocol says valid={expected}"
+                )
             })?;
             // What is accepted can never end a line or a frame.
             if actual.is_ok() {

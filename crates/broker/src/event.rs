@@ -29,7 +29,7 @@ impl EventName {
         if name.chars().any(|c| c.is_ascii_control()) {
             return Err(EventNameError::ControlChar);
         }
-        if name.starts_with("herald.") {
+        if name.starts_with(herald_sse::control::RESERVED_PREFIX) {
             return Err(EventNameError::Reserved);
         }
         Ok(Self(name.to_owned()))

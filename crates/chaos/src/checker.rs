@@ -28,8 +28,7 @@ use serde::Serialize;
 
 use crate::history::{History, Outcome, Publish, Received};
 
-/// The event name of a resync.
-pub const RESYNC: &str = "herald.resync";
+pub use herald_testkit::RESYNC;
 /// Grace before a fault's start within which an event a client received
 /// may still have been stored before the fault (it was in flight).
 const FAULT_SLACK_MS: u64 = 2_000;

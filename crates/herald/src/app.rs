@@ -8,7 +8,12 @@ use actix_web::{
     web, App, Error,
 };
 
-use crate::{cors, metrics::ROUTES, routes, state::AppState};
+use crate::{
+    cors,
+    metrics::{route, ROUTES},
+    routes,
+    state::AppState,
+};
 
 /// The application: every route, request counting, and problem+json for
 /// unknown paths.
@@ -51,20 +56,21 @@ async fn count_requests(
     let _in_flight = state.as_ref().map(|s| s.lifecycle.request());
     let response = next.call(req).await?;
     if let Some(state) = state {
-        let status = response.status();
         state
             .metrics
-            .http_requests
-            .with_label_values(&[route, status.as_str()])
-            .inc();
+            .count_request(route, response.status().as_str());
     }
     Ok(response)
 }
 
 fn route_label(pattern: Option<&str>) -> &'static str {
     match pattern {
-        Some(p) if p.starts_with("/v1/topics/") => "/v1/topics/{topic}",
-        Some(p) => ROUTES.iter().find(|r| **r == p).copied().unwrap_or("other"),
-        None => "other",
+        Some(p) if p.starts_with("/v1/topics/") => route::TOPIC,
+        Some(p) => ROUTES
+            .iter()
+            .find(|r| **r == p)
+            .copied()
+            .unwrap_or(route::OTHER),
+        None => route::OTHER,
     }
 }

@@ -113,6 +113,13 @@ impl AuthSettings {
     }
 }
 
+impl Default for Settings {
+    /// The settings of a node started with no configuration at all.
+    fn default() -> Self {
+        validate(RawConfig::default()).expect("the defaults are valid")
+    }
+}
+
 impl Default for AuthSettings {
     fn default() -> Self {
         validate_auth(RawAuth::default()).expect("the default [auth] is valid")

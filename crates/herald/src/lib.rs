@@ -5,22 +5,22 @@
 //! over [`cli`] and [`server`].
 #![warn(missing_docs)]
 
+pub mod actix_stream;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod connections;
 pub mod cors;
 pub mod error;
 pub mod ingest;
+pub mod lean_door;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
-pub mod native;
+pub mod open_streams;
 pub mod positions;
 pub mod routes;
 pub mod server;
-pub mod socket;
 pub mod state;
 pub mod stream;
 pub mod subscribe;

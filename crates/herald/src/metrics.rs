@@ -13,18 +13,28 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-/// Routes with their own `route` label; anything else is `other`.
+/// `route` label values that code outside the actix router writes.
+pub mod route {
+    /// The stream route, on either connection kind.
+    pub const EVENTS: &str = "/v1/events";
+    /// One topic's stats, whatever the topic.
+    pub const TOPIC: &str = "/v1/topics/{topic}";
+    /// Any request that matched no route (or was refused before routing).
+    pub const OTHER: &str = "other";
+}
+
+/// Routes with their own `route` label; anything else is [`route::OTHER`].
 pub const ROUTES: [&str; 10] = [
-    "/v1/events",
+    route::EVENTS,
     "/v1/publish",
     "/v1/publish/batch",
-    "/v1/topics/{topic}",
+    route::TOPIC,
     "/healthz",
     "/readyz",
     "/metrics",
     "/openapi.yaml",
     "/",
-    "other",
+    route::OTHER,
 ];
 
 /// Status codes each route is seeded with; others appear when first used.
@@ -54,8 +64,9 @@ pub struct Metrics {
     pub broker: BrokerMetrics,
     /// HTTP requests per route and status.
     pub http_requests: IntCounterVec,
-    /// Handed to the topic registry.
-    pub registry: RegistryMetrics,
+    /// The topic registry's own metrics (topics, slow-consumer drops),
+    /// handed to it when it is built.
+    pub topic_registry: RegistryMetrics,
     /// Calls to the application's subscribe hook.
     pub auth_hook: AuthHookMetrics,
 }
@@ -217,7 +228,7 @@ impl Metrics {
             delivery_lag,
             broker,
             http_requests,
-            registry: RegistryMetrics {
+            topic_registry: RegistryMetrics {
                 topics,
                 dropped_slow_consumer: dropped.with_label_values(&["slow_consumer"]),
             },
@@ -229,6 +240,11 @@ impl Metrics {
     /// Counts a stream closed by herald.
     pub fn disconnected(&self, reason: &str) {
         self.disconnects.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts one answered HTTP request.
+    pub fn count_request(&self, route: &str, status: &str) {
+        self.http_requests.with_label_values(&[route, status]).inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -13,8 +13,7 @@ use tokio::{
 };
 
 use crate::{
-    auth::Auth, config::Settings, connections::Connections, lifecycle::Lifecycle, metrics::Metrics,
-    native, state::AppState, workers::Workers,
+    auth::Auth, config::Settings, lean_door, metrics::Metrics, state::AppState, workers::Workers,
 };
 
 /// How long a stopping node waits for requests still in flight (publishes)
@@ -43,28 +42,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let metrics = Metrics::new();
     let broker = start_broker(&settings, &metrics)?;
-    let auth = Auth::new(&settings.auth, &metrics)?;
-    warn_if_publishing_is_exposed(&settings, &auth);
-    let connections = Arc::new(Connections::new(
-        settings.server.max_connections,
-        metrics.clone(),
-    ));
-    let lifecycle = Arc::new(Lifecycle::new());
-    let state = Arc::new(AppState {
-        settings: settings.clone(),
-        broker: Arc::clone(&broker),
+    let state = Arc::new(AppState::new(
+        settings.clone(),
+        Arc::clone(&broker),
         metrics,
-        connections: Arc::clone(&connections),
-        lifecycle: Arc::clone(&lifecycle),
-        auth,
-    });
+    )?);
+    warn_if_publishing_is_exposed(&settings, &state.auth);
+    let open_streams = Arc::clone(&state.open_streams);
+    let lifecycle = Arc::clone(&state.lifecycle);
 
     let listener = bind(settings.server.bind)?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let worker_count = worker_count(&settings);
     let workers = Workers::start(worker_count, &state).context("starting HTTP workers")?;
     let (stop_accepting, stop) = watch::channel(false);
-    let accept = tokio::spawn(native::serve(
+    let accept = tokio::spawn(lean_door::serve(
         listener,
         Arc::clone(&state),
         workers.handoff(),
@@ -73,19 +65,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%addr, workers = worker_count, "listening");
 
     let heartbeats =
-        tokio::spawn(Arc::clone(&connections).run_heartbeats(settings.server.heartbeat_interval));
-    let expiries = tokio::spawn(Arc::clone(&connections).run_expiries());
+        tokio::spawn(Arc::clone(&open_streams).run_heartbeats(settings.server.heartbeat_interval));
+    let expiries = tokio::spawn(Arc::clone(&open_streams).run_expiries());
 
     signals.recv().await;
     let drain_timeout = settings.server.drain_timeout;
-    tracing::info!(
-        streams = connections.open_streams(),
-        ?drain_timeout,
-        "draining"
-    );
+    tracing::info!(streams = open_streams.count(), ?drain_timeout, "draining");
     lifecycle.start_draining();
     tokio::select! {
-        () = connections.close_all_spread(CloseReason::Drain, drain_timeout) => {
+        () = open_streams.close_all_spread(CloseReason::Drain, drain_timeout) => {
             tracing::info!("all streams closed");
         }
         () = signals.recv() => tracing::warn!("second signal: stopping now"),
@@ -108,7 +96,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 fn start_broker(settings: &Settings, metrics: &Metrics) -> anyhow::Result<Arc<dyn Broker>> {
     Ok(match &settings.redis {
         None => {
-            let registry = Arc::new(TopicRegistry::new(metrics.registry.clone()));
+            let registry = Arc::new(TopicRegistry::new(metrics.topic_registry.clone()));
             metrics.broker.up.set(1);
             Arc::new(MemoryBroker::start(registry, settings.history))
         }
@@ -116,7 +104,7 @@ fn start_broker(settings: &Settings, metrics: &Metrics) -> anyhow::Result<Arc<dy
             let broker = RedisBroker::start(
                 redis,
                 settings.history,
-                metrics.registry.clone(),
+                metrics.topic_registry.clone(),
                 metrics.broker.clone(),
             )
             .context("redis")?;

@@ -1,7 +1,9 @@
 //! One open SSE stream: from queued events to the bytes on the wire.
 //!
-//! [`EventStream`] is polled by the HTTP server for the response body. Each
-//! poll takes everything the connection's queue holds and turns it into
+//! [`EventStream`] is what both doors serve: herald's lean stream path
+//! writes its [`pending`](EventStream::pending) frames itself, and actix
+//! polls it through [`crate::actix_stream::ActixBody`]. Each poll takes
+//! everything the connection's queue holds and turns it into
 //! frames, so a client that falls behind catches up in large writes rather
 //! than one write per event. Events are never re-encoded here: a
 //! single-topic stream sends the shared frame as is, a multi-topic stream
@@ -9,17 +11,11 @@
 
 use std::{
     collections::VecDeque,
-    convert::Infallible,
-    pin::Pin,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::Arc,
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
-use futures_util::Stream;
 use herald_broker::{
     now_micros, Batch, EventKind, Position, SharedEvent, SubscriberQueue, SubscriptionGuard, Topic,
     IDLE_CAPACITY,
@@ -27,15 +23,12 @@ use herald_broker::{
 use serde_json::json;
 
 use crate::{
-    connections::ConnectionGuard,
+    open_streams::StreamSlot,
     positions::{StreamPositions, Verdict},
     state::AppState,
 };
 
 const HEARTBEAT: Bytes = Bytes::from_static(b": hb\n");
-/// How long a closed stream's transport has to end it before its socket is
-/// shut down from outside (see [`EventStream::on_close`]).
-pub const CLOSER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The body of one SSE response.
 pub struct EventStream {
@@ -46,24 +39,22 @@ pub struct EventStream {
     batch: Batch,
     state: Arc<AppState>,
     closed: bool,
-    // Cleared when the stream is dropped, for a registered closer (see
-    // `on_close`).
-    alive: Option<Arc<AtomicBool>>,
     // Held for their Drop: leaving the topics and freeing the connection
     // slot when the client goes away or herald closes the stream.
     _subscription: SubscriptionGuard,
-    _connection: ConnectionGuard,
+    _slot: StreamSlot,
 }
 
 impl EventStream {
-    /// A stream that first sends `preamble`, then the replayed events, then
-    /// whatever arrives in `queue`.
+    /// A stream of what arrives in `queue`, for the topics in `positions`;
+    /// the opening bytes and replayed history are pushed by the caller
+    /// before it is served.
     pub fn new(
         state: Arc<AppState>,
         queue: Arc<SubscriberQueue>,
         positions: StreamPositions,
         subscription: SubscriptionGuard,
-        connection: ConnectionGuard,
+        slot: StreamSlot,
     ) -> Self {
         Self {
             queue,
@@ -72,39 +63,15 @@ impl EventStream {
             batch: Batch::default(),
             state,
             closed: false,
-            alive: None,
             _subscription: subscription,
-            _connection: connection,
+            _slot: slot,
         }
     }
 
-    /// Runs `closer` when herald closes this stream (see
-    /// [`SubscriberQueue::on_close`]) and the stream is still alive
-    /// [`CLOSER_GRACE`] later. A transport that still polls the stream ends
-    /// it normally within that time — writing its head and opening bytes
-    /// first — so the closer only reaches streams whose transport stopped
-    /// polling them (a client that stopped reading).
-    pub fn on_close(&mut self, closer: impl FnOnce() + Send + 'static) {
-        let alive = Arc::clone(
-            self.alive
-                .get_or_insert_with(|| Arc::new(AtomicBool::new(true))),
-        );
-        self.queue.on_close(move || {
-            let close_if_alive = move || {
-                if alive.load(Ordering::Acquire) {
-                    closer();
-                }
-            };
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    runtime.spawn(async move {
-                        tokio::time::sleep(CLOSER_GRACE).await;
-                        close_if_alive();
-                    });
-                }
-                Err(_) => close_if_alive(),
-            }
-        });
+    /// Runs `closer` once herald closes this stream (see
+    /// [`SubscriberQueue::on_close`]), from whichever thread closes it.
+    pub fn on_queue_closed(&self, closer: impl FnOnce() + Send + 'static) {
+        self.queue.on_close(closer);
     }
 
     /// Queues raw bytes (the opening `retry:` line and comment).
@@ -117,11 +84,15 @@ impl EventStream {
     pub fn push_resync(&mut self, topics: &[Topic]) {
         let data = json!({
             "topics": topics.iter().map(Topic::as_str).collect::<Vec<_>>(),
-            "reason": "history_truncated",
+            "reason": herald_sse::control::RESYNC_REASON,
         })
         .to_string();
-        let frame = herald_sse::encode(Some(&self.positions.id()), Some("herald.resync"), &data)
-            .expect("cursors are base64url and the event name is a constant");
+        let frame = herald_sse::encode(
+            Some(&self.positions.id()),
+            Some(herald_sse::control::RESYNC),
+            &data,
+        )
+        .expect("cursors are base64url and the event name is a constant");
         self.pending.push_back(frame.bytes().clone());
     }
 
@@ -232,29 +203,5 @@ impl EventStream {
         self.closed = true;
         self.state.metrics.disconnected(reason.as_str());
         Poll::Ready(())
-    }
-}
-
-impl Drop for EventStream {
-    fn drop(&mut self) {
-        if let Some(alive) = &self.alive {
-            alive.store(false, Ordering::Release);
-        }
-    }
-}
-
-impl Stream for EventStream {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        loop {
-            if let Some(bytes) = this.pending.pop_front() {
-                return Poll::Ready(Some(Ok(bytes)));
-            }
-            if !std::task::ready!(this.poll_more(cx)) {
-                return Poll::Ready(None);
-            }
-        }
     }
 }

@@ -59,11 +59,64 @@ pub struct SubscribeHead<'a> {
     pub peer: Option<std::net::IpAddr>,
 }
 
+impl<'a> SubscribeHead<'a> {
+    /// The head of a request for `path_and_query` from `peer`, its header
+    /// values looked up by (lowercase) name with `header`: how each door
+    /// hands its own parsed request over.
+    pub fn read(
+        path_and_query: &'a str,
+        peer: Option<std::net::IpAddr>,
+        header: impl Fn(&str) -> Option<&'a [u8]>,
+    ) -> Self {
+        Self {
+            query: path_and_query
+                .split_once('?')
+                .map_or("", |(_, query)| query),
+            last_event_id: header("last-event-id"),
+            authorization: header("authorization"),
+            cookie: header("cookie"),
+            origin: header("origin"),
+            forwarded_for: header("x-forwarded-for"),
+            peer,
+        }
+    }
+}
+
+/// Where the client says it stopped: the `Last-Event-ID` header, else the
+/// `last_event_id` (or polyfills' `lastEventId`) query parameter.
+#[derive(Debug)]
+enum ClientCursor {
+    /// None sent: start live.
+    Absent,
+    /// Something herald never wrote: resync every topic.
+    Unreadable,
+    /// A cursor herald wrote.
+    At(Cursor),
+}
+
+impl ClientCursor {
+    fn read(header: Option<&[u8]>, query: Option<String>, polyfill: Option<String>) -> Self {
+        let text = match header.map(std::str::from_utf8) {
+            Some(Ok(text)) if !text.trim().is_empty() => text.trim().to_owned(),
+            // Bytes that are not text cannot be a herald cursor.
+            Some(Err(_)) => return ClientCursor::Unreadable,
+            _ => match query.or(polyfill).filter(|t| !t.is_empty()) {
+                Some(text) => text,
+                None => return ClientCursor::Absent,
+            },
+        };
+        match Cursor::decode(text.trim()) {
+            Ok(cursor) => ClientCursor::At(cursor),
+            Err(_) => ClientCursor::Unreadable,
+        }
+    }
+}
+
 /// A valid subscribe request, not yet authorized.
 #[derive(Debug)]
 pub struct SubscribeRequest {
     topics: Vec<Topic>,
-    cursor: Option<Result<Cursor, ()>>,
+    cursor: ClientCursor,
     credentials: Credentials,
 }
 
@@ -71,7 +124,7 @@ pub struct SubscribeRequest {
 #[derive(Debug)]
 struct Admission {
     topics: Vec<Topic>,
-    cursor: Option<Result<Cursor, ()>>,
+    cursor: ClientCursor,
     expires_at: Option<Instant>,
 }
 
@@ -124,17 +177,7 @@ pub fn parse(state: &AppState, head: &SubscribeHead<'_>) -> Result<SubscribeRequ
             topics.len()
         )));
     }
-    let cursor_text = match head.last_event_id.map(std::str::from_utf8) {
-        Some(Ok(text)) if !text.trim().is_empty() => Some(Ok(text.trim().to_owned())),
-        // Bytes that are not text cannot be a herald cursor.
-        Some(Err(_)) => Some(Err(())),
-        _ => query_cursor
-            .or(polyfill_cursor)
-            .filter(|t| !t.is_empty())
-            .map(Ok),
-    };
-    let cursor =
-        cursor_text.map(|text| text.and_then(|t| Cursor::decode(t.trim()).map_err(|_| ())));
+    let cursor = ClientCursor::read(head.last_event_id, query_cursor, polyfill_cursor);
 
     let owned = |value: Option<&[u8]>| value.map(<[u8]>::to_vec);
     Ok(SubscribeRequest {
@@ -215,7 +258,7 @@ fn refused(state: &AppState, refusal: auth::Refusal) -> Result<Opened, ApiError>
 fn unable_to_open(state: &AppState) -> Option<&'static str> {
     if state.lifecycle.is_draining() {
         Some("drain")
-    } else if state.connections.is_full() {
+    } else if state.open_streams.is_full() {
         Some("capacity")
     } else {
         None
@@ -269,17 +312,17 @@ async fn setup(state: &Arc<AppState>, admission: Admission) -> Result<EventStrea
     let queue = Arc::new(SubscriberQueue::new(
         state.settings.limits.client_buffer_events,
     ));
-    let connection = state
-        .connections
+    let slot = state
+        .open_streams
         .admit(&queue, expires_at)
         .ok_or(SetupError::Capacity)?;
 
     let starts: Vec<Start> = topics
         .iter()
         .map(|topic| match &cursor {
-            None => Start::Live,
-            Some(Err(())) => Start::Resync,
-            Some(Ok(cursor)) => cursor.position(topic).map_or(Start::Live, Start::From),
+            ClientCursor::Absent => Start::Live,
+            ClientCursor::Unreadable => Start::Resync,
+            ClientCursor::At(cursor) => cursor.position(topic).map_or(Start::Live, Start::From),
         })
         .collect();
     let without_position: Vec<Topic> = topics
@@ -330,7 +373,7 @@ async fn setup(state: &Arc<AppState>, admission: Admission) -> Result<EventStrea
         .filter(|(_, resync)| **resync)
         .map(|(topic, _)| topic.clone())
         .collect();
-    if cursor.is_some() {
+    if !matches!(cursor, ClientCursor::Absent) {
         let metrics = &state.metrics;
         if resync.is_empty() {
             &metrics.resumes_replayed
@@ -341,13 +384,7 @@ async fn setup(state: &Arc<AppState>, admission: Admission) -> Result<EventStrea
     }
 
     let retry = state.settings.server.retry.as_millis() as u64;
-    let mut stream = EventStream::new(
-        Arc::clone(state),
-        queue,
-        positions,
-        subscription,
-        connection,
-    );
+    let mut stream = EventStream::new(Arc::clone(state), queue, positions, subscription, slot);
     stream.push_raw(herald_sse::retry(retry));
     stream.push_raw(herald_sse::comment("herald stream open"));
     if !resync.is_empty() {

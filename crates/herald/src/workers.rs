@@ -13,7 +13,8 @@ use actix_web::{dev::AppConfig, web};
 use tokio::{net::TcpStream, sync::mpsc};
 
 use crate::{
-    app, native::Handoff, native::REQUEST_HEAD_TIMEOUT, socket::ConnectionFd, state::AppState,
+    actix_stream::ConnectionFd, app, lean_door::Handoff, lean_door::REQUEST_HEAD_TIMEOUT,
+    state::AppState,
 };
 
 /// Idle keep-alive connections are closed after this long.

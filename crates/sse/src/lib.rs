@@ -5,6 +5,7 @@
 //! the WHATWG `EventSource` parsing rules, for tests and the load generator.
 #![warn(missing_docs)]
 
+pub mod control;
 mod encode;
 mod error;
 mod parse;

@@ -1,14 +1,14 @@
 //! `GET /v1/events` on actix: streams requested on a connection that
 //! already served another request (a reused keep-alive connection). Streams
-//! that open a connection take herald's own lean path (`crate::native`);
+//! that open a connection take herald's own lean path (`crate::lean_door`);
 //! both share [`crate::subscribe`].
 
-use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::{
+    actix_stream::ActixBody,
     error::ApiError,
     routes::method_not_allowed,
-    socket,
     state::AppState,
     subscribe::{self, Opened, SubscribeHead, STREAM_HEADERS},
 };
@@ -24,15 +24,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 async fn handle(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let headers = req.headers();
-    let head = SubscribeHead {
-        query: req.query_string(),
-        last_event_id: headers.get("last-event-id").map(|v| v.as_bytes()),
-        authorization: headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
-        cookie: headers.get(header::COOKIE).map(|v| v.as_bytes()),
-        origin: headers.get(header::ORIGIN).map(|v| v.as_bytes()),
-        forwarded_for: headers.get("x-forwarded-for").map(|v| v.as_bytes()),
-        peer: req.peer_addr().map(|addr| addr.ip()),
-    };
+    let path_and_query = req.uri().path_and_query().map_or("", |p| p.as_str());
+    let head = SubscribeHead::read(path_and_query, req.peer_addr().map(|a| a.ip()), |name| {
+        headers.get(name).map(|v| v.as_bytes())
+    });
     let request = subscribe::parse(&state, &head)?;
     let opened = subscribe::start(&state.into_inner(), request).await?;
     let mut response = HttpResponse::Ok();
@@ -43,14 +38,7 @@ async fn handle(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
     // connection too, so the client reconnects, ideally elsewhere.
     response.force_close();
     Ok(match opened {
-        Opened::Stream(mut stream) => {
-            // See `crate::socket`: how a stream actix stopped polling is
-            // still closed when herald closes it.
-            if let Some(socket) = socket::duplicate(&req) {
-                stream.on_close(move || socket::shutdown(&socket));
-            }
-            response.streaming(stream)
-        }
+        Opened::Stream(stream) => response.streaming(ActixBody::new(stream, &req)),
         Opened::Refused(body) => response.body(body),
     })
 }

@@ -8,14 +8,10 @@ use crate::{error::ApiError, routes::method_not_allowed, state::AppState};
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    for (path, handler) in [("/healthz", 0), ("/readyz", 1), ("/metrics", 2)] {
-        let resource = web::resource(path).default_service(web::to(method_not_allowed("GET")));
-        cfg.service(match handler {
-            0 => resource.route(web::get().to(healthz)),
-            1 => resource.route(web::get().to(readyz)),
-            _ => resource.route(web::get().to(metrics)),
-        });
-    }
+    let get_only = |path| web::resource(path).default_service(web::to(method_not_allowed("GET")));
+    cfg.service(get_only("/healthz").route(web::get().to(healthz)))
+        .service(get_only("/readyz").route(web::get().to(readyz)))
+        .service(get_only("/metrics").route(web::get().to(metrics)));
 }
 
 /// Liveness: the process answers.

@@ -23,6 +23,7 @@ use super::head::{self, HeadError, MAX_HEADERS};
 use crate::{
     cors,
     error::ApiError,
+    metrics::route,
     state::AppState,
     stream::EventStream,
     subscribe::{self, Opened, SubscribeHead, SubscribeRequest},
@@ -111,16 +112,7 @@ fn prepare(
             .map(|h| h.value)
     };
     let cors = cors::headers_for(&state.settings.cors_allowed_origins, find("origin"));
-    let path = request.path.unwrap_or("");
-    let subscribe_head = SubscribeHead {
-        query: path.split_once('?').map_or("", |(_, query)| query),
-        last_event_id: find("last-event-id"),
-        authorization: find("authorization"),
-        cookie: find("cookie"),
-        origin: find("origin"),
-        forwarded_for: find("x-forwarded-for"),
-        peer,
-    };
+    let subscribe_head = SubscribeHead::read(request.path.unwrap_or(""), peer, find);
     match subscribe::parse(state, &subscribe_head) {
         Ok(request) => Ok((request, cors)),
         Err(error) => Err((error, cors)),
@@ -138,11 +130,7 @@ async fn respond_error(
 }
 
 fn count(state: &AppState, status: &str) {
-    state
-        .metrics
-        .http_requests
-        .with_label_values(&["/v1/events", status])
-        .inc();
+    state.metrics.count_request(route::EVENTS, status);
 }
 
 /// Moves a stream's frames to its socket until either side ends.

@@ -18,9 +18,9 @@ use super::{
     first_request::{self, FirstRequest},
     head::REQUEST_HEAD_TIMEOUT,
 };
-use crate::state::AppState;
+use crate::{metrics::route, state::AppState};
 
-/// The first bytes of a request served by the native stream path.
+/// The first bytes of a request served by the lean stream door.
 const STREAM_PREFIX: &[u8] = b"GET /v1/events";
 
 /// Where connections that are not new streams go: the actix workers, in
@@ -93,11 +93,7 @@ async fn route(stream: TcpStream, state: Arc<AppState>, handoff: Handoff) {
                 Ok(FirstRequest::Valid) => handoff.send(stream),
                 Ok(FirstRequest::Invalid(error)) => {
                     let status = error.render().status;
-                    state
-                        .metrics
-                        .http_requests
-                        .with_label_values(&["other", status.as_str()])
-                        .inc();
+                    state.metrics.count_request(route::OTHER, status.as_str());
                     super::head::write_error(stream, &error, &[]).await;
                 }
                 // Closed, or too slow to send a head.

@@ -26,9 +26,9 @@ use tokio::{
 
 use crate::metrics::Metrics;
 
-/// The streams open on this node.
+/// The table of streams open on this node.
 #[derive(Debug)]
-pub struct Connections {
+pub struct OpenStreams {
     max: usize,
     open: AtomicUsize,
     // Touched once when a stream opens and once when it closes, and by the
@@ -45,7 +45,7 @@ struct Table {
     expiries: BTreeSet<(Instant, usize)>,
 }
 
-impl Connections {
+impl OpenStreams {
     /// A table admitting at most `max` streams.
     pub fn new(max: usize, metrics: Metrics) -> Self {
         Self {
@@ -64,7 +64,7 @@ impl Connections {
         self: &Arc<Self>,
         queue: &Arc<SubscriberQueue>,
         expires_at: Option<Instant>,
-    ) -> Option<ConnectionGuard> {
+    ) -> Option<StreamSlot> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return None;
@@ -79,21 +79,21 @@ impl Connections {
         }
         drop(table);
         self.metrics.connections.inc();
-        Some(ConnectionGuard {
+        Some(StreamSlot {
             table: Arc::clone(self),
             key,
             expires_at,
         })
     }
 
-    /// Open streams.
-    pub fn open_streams(&self) -> usize {
+    /// How many streams are open.
+    pub fn count(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
 
     /// Whether the node is at its connection limit right now.
     pub fn is_full(&self) -> bool {
-        self.open_streams() >= self.max
+        self.count() >= self.max
     }
 
     fn snapshot(&self) -> Vec<Arc<SubscriberQueue>> {
@@ -180,13 +180,13 @@ async fn sleep_until_step(start: Instant, pause: Duration, step: usize) {
 
 /// An admitted stream's place in the table; dropping it frees the slot.
 #[derive(Debug)]
-pub struct ConnectionGuard {
-    table: Arc<Connections>,
+pub struct StreamSlot {
+    table: Arc<OpenStreams>,
     key: usize,
     expires_at: Option<Instant>,
 }
 
-impl Drop for ConnectionGuard {
+impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut table = self.table.table.lock();
         table.queues.try_remove(self.key);
@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn admits_up_to_the_limit_and_frees_slots_on_drop() {
-        let table = Arc::new(Connections::new(2, Metrics::new()));
+        let table = Arc::new(OpenStreams::new(2, Metrics::new()));
         let queue = Arc::new(SubscriberQueue::new(4));
         let a = table.admit(&queue, None).unwrap();
         let _b = table.admit(&queue, None).unwrap();
@@ -216,7 +216,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn drain_closes_every_stream_within_the_window() {
-        let table = Arc::new(Connections::new(100, Metrics::new()));
+        let table = Arc::new(OpenStreams::new(100, Metrics::new()));
         let queues: Vec<_> = (0..50).map(|_| Arc::new(SubscriberQueue::new(4))).collect();
         let _guards: Vec<_> = queues
             .iter()
@@ -239,7 +239,7 @@ mod expiry_tests {
 
     #[tokio::test(start_paused = true)]
     async fn streams_close_when_their_tokens_expire_in_order() {
-        let table = Arc::new(Connections::new(10, Metrics::new()));
+        let table = Arc::new(OpenStreams::new(10, Metrics::new()));
         tokio::spawn(Arc::clone(&table).run_expiries());
         let late = Arc::new(SubscriberQueue::new(4));
         let early = Arc::new(SubscriberQueue::new(4));

@@ -1,4 +1,5 @@
-//! herald's own HTTP/1.1 front door.
+//! The lean stream door: herald's own accept loop, and its own HTTP/1.1
+//! path for connections that open with a stream request.
 //!
 //! herald accepts every connection itself and looks (without consuming) at
 //! the first bytes. A connection that opens with `GET /v1/events` is served
@@ -8,7 +9,8 @@
 //! connection keeps. Every other connection — publishes, health checks,
 //! metrics, and streams requested on a reused keep-alive connection — is
 //! handed to the actix workers unchanged, so the rest of the API keeps a
-//! full HTTP implementation.
+//! full HTTP implementation (streams there go through
+//! [`crate::actix_stream`]). Both doors share [`crate::subscribe`].
 
 mod accept;
 mod first_request;
