@@ -1,4 +1,4 @@
-//! Who may publish and who may subscribe to what (DESIGN.md §4): API keys
+//! Who may publish and who may subscribe to what (docs/protocol.md §6): API keys
 //! and JWTs for publishers, JWTs from a header, a cookie or the query for
 //! subscribers, `exp`/`nbf` with a 30 s leeway, topic patterns, public
 //! topics, RS256/ES256 keys, streams closed at token expiry, tokens kept
@@ -9,7 +9,7 @@ use std::time::Duration;
 use herald_testkit::{
     eventually, unix_now, unsigned_token, Api, Node, Reply, TokenSigner, TIMEOUT,
 };
-use reqwest::{Client, Method, StatusCode};
+use reqwest::Method;
 use serde_json::{json, Value};
 
 const SECRET: &str = "auth-test-secret";
@@ -40,48 +40,8 @@ fn subscriber(patterns: &[&str]) -> Value {
     json!({"herald": {"subscribe": patterns}, "exp": unix_now() + 600})
 }
 
-/// Sends a request with extra headers and returns the answer. A `200`
-/// stream is not read (it never ends); any other answer is read whole.
-async fn send(
-    client: &Client,
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<&Value>,
-) -> Reply {
-    let mut request = client.request(method.clone(), url).timeout(TIMEOUT);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
-    let status = response.status();
-    let headers = response.headers().clone();
-    let is_stream = status == StatusCode::OK
-        && headers
-            .get("content-type")
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let text = if is_stream {
-        String::new()
-    } else {
-        response.text().await.unwrap_or_default()
-    };
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        text,
-        body,
-    }
-}
-
 async fn publish_with(node: &Node, headers: &[(&str, &str)], body: &Value) -> Reply {
-    send(
+    Reply::send(
         node.api().client(),
         Method::POST,
         &format!("{}/v1/publish", node.url()),
@@ -112,37 +72,8 @@ async fn publish_ok_with_key(node: &Node, topic: &str, data: &str) {
     assert_eq!(reply.status, 202, "{reply:?}");
 }
 
-/// The two ways a stream request reaches herald: on a new connection
-/// (herald's own stream path) and on a reused keep-alive one (actix).
-async fn stream_clients(node: &Node) -> [(&'static str, Client); 2] {
-    [
-        (
-            "a new connection",
-            Api::without_keep_alive(node.url()).client().clone(),
-        ),
-        (
-            "a reused connection",
-            node.client_with_idle_connection().await,
-        ),
-    ]
-}
-
-/// Subscribes on both connection kinds and returns the answers.
-async fn subscribe_both(
-    node: &Node,
-    query: &str,
-    headers: &[(&str, &str)],
-) -> Vec<(&'static str, Reply)> {
-    let url = format!("{}/v1/events?{query}", node.url());
-    let mut replies = Vec::new();
-    for (label, client) in stream_clients(node).await {
-        replies.push((label, send(&client, Method::GET, &url, headers, None).await));
-    }
-    replies
-}
-
 async fn assert_subscribe_status(node: &Node, query: &str, headers: &[(&str, &str)], status: u16) {
-    for (label, reply) in subscribe_both(node, query, headers).await {
+    for (label, reply) in node.subscribe_on_both_kinds(query, headers).await {
         if status == 200 {
             assert_eq!(
                 reply.status, 200,
@@ -227,7 +158,7 @@ async fn a_publish_key_anywhere_but_a_bearer_header_is_401() {
     }
     for query in ["access_token", "api_key", "key", "token"] {
         let url = format!("{}/v1/publish?{query}={KEY}", node.url());
-        let reply = send(node.api().client(), Method::POST, &url, &[], Some(&body)).await;
+        let reply = Reply::send(node.api().client(), Method::POST, &url, &[], Some(&body)).await;
         reply.assert_problem(401);
     }
     assert_eq!(node.api().history_length("t").await, 0);
@@ -262,7 +193,7 @@ async fn publish_jwt_covers_its_patterns_only() {
         {"topic": "users.3", "data": 1},
     ]});
     let url = format!("{}/v1/publish/batch", node.url());
-    let reply = send(
+    let reply = Reply::send(
         node.api().client(),
         Method::POST,
         &url,
@@ -389,10 +320,10 @@ async fn subscriber_tokens_are_judged_by_signature_algorithm_exp_and_nbf_with_30
             let client = Api::without_keep_alive(node.url()).client().clone();
             vec![(
                 "a new connection",
-                send(&client, Method::GET, &url, &auth, None).await,
+                Reply::send(&client, Method::GET, &url, &auth, None).await,
             )]
         } else {
-            subscribe_both(&node, "topic=private.1", &auth).await
+            node.subscribe_on_both_kinds("topic=private.1", &auth).await
         };
         for (label, reply) in replies {
             if status == 200 {
@@ -409,7 +340,7 @@ async fn a_token_past_exp_within_the_leeway_gets_200_then_a_closed_stream() {
     let node = secured_node().await;
     let token = hs256().sign(&json!({"herald": {"subscribe": ["*"]}, "exp": unix_now() - 10}));
     let header = format!("Bearer {token}");
-    for (label, client) in stream_clients(&node).await {
+    for (label, client) in node.clients_of_both_kinds().await {
         let mut stream = node
             .subscribe_request()
             .topic("private.1")
@@ -475,7 +406,7 @@ async fn a_token_not_covering_every_topic_is_403() {
         "topic=team.7",
         "topic=team.8.chat",
     ] {
-        for (label, reply) in subscribe_both(&node, query, &auth).await {
+        for (label, reply) in node.subscribe_on_both_kinds(query, &auth).await {
             let detail = reply.assert_problem(403);
             assert!(
                 !detail.contains(&token),
@@ -519,7 +450,7 @@ async fn a_query_token_never_appears_in_the_log() {
     let mut open = Vec::new();
     for token in [&accepted, &expired, &forbidden] {
         let query = format!("topic=private.1&access_token={token}");
-        subscribe_both(&node, &query, &[]).await;
+        node.subscribe_on_both_kinds(&query, &[]).await;
         open.push(
             node.subscribe_request()
                 .topic("private.1")
@@ -569,7 +500,7 @@ async fn a_stream_is_closed_when_its_token_expires_on_either_connection_kind() {
         hs256().sign(&json!({"herald": {"subscribe": ["private.*"]}, "exp": unix_now() + 3}));
     let header = format!("Bearer {token}");
     let mut streams = Vec::new();
-    for (_, client) in stream_clients(&node).await {
+    for (_, client) in node.clients_of_both_kinds().await {
         let stream = node
             .subscribe_request()
             .topic("private.1")
@@ -650,8 +581,9 @@ async fn assert_key_pair_tokens(signer: TokenSigner) {
         ),
     ] {
         let header = format!("Bearer {token}");
-        for (label, reply) in
-            subscribe_both(&node, "topic=private.1", &[("authorization", &header)]).await
+        for (label, reply) in &node
+            .subscribe_on_both_kinds("topic=private.1", &[("authorization", &header)])
+            .await
         {
             assert_eq!(reply.status, 401, "{alg}, {what}, on {label}: {reply:?}");
         }

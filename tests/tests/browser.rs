@@ -1,4 +1,4 @@
-//! The demo page in a real browser (issue 5; DESIGN.md §2): Debian's
+//! The demo page in a real browser (docs/protocol.md §1): Debian's
 //! headless Chromium, driven through chromedriver over WebDriver, loads `/`
 //! from a node, subscribes with the browser's own `EventSource` to the topic
 //! named in its URL, shows events published with the API and with the
@@ -12,13 +12,18 @@
 //! `herald.resync`. The missed event is published while the node is down,
 //! through a second node on the same Redis.
 //!
+//! A browser's own `EventSource` is also held off by a failing subscribe
+//! hook (herald's retry-later answer, docs/protocol.md §1) and must come
+//! back by itself until the hook allows it.
+//!
 //! Screenshots go to `target/test-artifacts/`.
 
 use std::{path::PathBuf, time::Duration};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use herald_testkit::{
-    restartable_port, test_artifact_dir, Browser, Node, NodeBuilder, RedisServer, TIMEOUT,
+    eventually, restartable_port, test_artifact_dir, Browser, HookBehavior, HookServer, Node,
+    NodeBuilder, RedisServer, TIMEOUT,
 };
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
@@ -310,5 +315,113 @@ async fn demo_page_shows_events_and_resumes_after_its_node_restarts() {
 
     // Ends the WebDriver session; the kit stops chromedriver and Chromium
     // (and the nodes and Redis) by PID when they drop, also on a panic.
+    let _ = page.client.close().await;
+}
+
+/// Opens an `EventSource` on `topic` in the page and records what it sees
+/// in `window.heraldTest`.
+const OPEN_EVENT_SOURCE: &str = r##"
+const [topic] = arguments;
+const seen = { opens: 0, errors: 0, messages: [] };
+const source = new EventSource("/v1/events?topic=" + encodeURIComponent(topic));
+source.onopen = () => { seen.opens += 1; };
+source.onerror = () => { seen.errors += 1; };
+source.onmessage = (event) => { seen.messages.push(event.data); };
+window.heraldTest = { seen, source };
+"##;
+
+/// What the page's `EventSource` has seen, and its `readyState` (0
+/// connecting, 1 open, 2 closed for good).
+const READ_EVENT_SOURCE: &str = r##"
+const { seen, source } = window.heraldTest;
+return { opens: seen.opens, errors: seen.errors, messages: seen.messages,
+         readyState: source.readyState };
+"##;
+
+#[tokio::test]
+async fn an_event_source_told_to_retry_by_a_failing_hook_reconnects_once_the_hook_allows() {
+    // The hook fails first: herald must answer with its retry-later stream
+    // (200, retry:, closed), never an error status, or the browser would
+    // give up for good.
+    let hook = HookServer::start(HookBehavior::Status(500));
+    let node = Node::builder().config_file(&format!(
+        "[server]\nretry = \"300ms\"\n\n[auth]\npublic_topics = [\"public.*\"]\n\
+         subscribe_hook_url = \"{}\"\n",
+        hook.url()
+    ));
+    let (node, browser) = tokio::join!(node.start(), Browser::start());
+    // Any page of the node's own origin will do: the stream is then
+    // same-origin and needs no CORS.
+    let page = DemoPage::open(&browser, &format!("{}/healthz", node.url()), "hook-retry").await;
+    let topic = "private.browser";
+    page.client
+        .execute(OPEN_EVENT_SOURCE, vec![json!(topic)])
+        .await
+        .unwrap_or_else(|e| panic!("opening an EventSource: {e}"));
+    let read = || async {
+        page.client
+            .execute(READ_EVENT_SOURCE, Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("reading the EventSource: {e}"))
+    };
+    let wait_for = |what: &'static str, done: fn(&serde_json::Value, usize) -> bool| {
+        let read = &read;
+        let hook = &hook;
+        let page = &page;
+        async move {
+            let deadline = Instant::now() + TIMEOUT;
+            loop {
+                let seen = read().await;
+                if done(&seen, hook.calls()) {
+                    return seen;
+                }
+                if Instant::now() >= deadline {
+                    let shot = page.screenshot("failure").await;
+                    panic!(
+                        "the EventSource did not show {what} within {TIMEOUT:?}: {seen}, \
+                         {} hook calls; screenshot {}",
+                        hook.calls(),
+                        shot.display()
+                    );
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    };
+
+    // Refused twice at least: it came back by itself after a refusal, and
+    // is still trying (not closed for good).
+    let refused = wait_for("two refused attempts", |seen, calls| {
+        calls >= 2 && seen["errors"].as_u64() >= Some(2)
+    })
+    .await;
+    assert_ne!(refused["readyState"], json!(2), "the EventSource gave up");
+    assert_eq!(refused["messages"], json!([]));
+
+    hook.set_behavior(HookBehavior::allow());
+    eventually(
+        TIMEOUT,
+        "the browser's stream to be allowed and open",
+        || async {
+            let metrics = node.api().metrics().await;
+            let allowed = metrics.value("herald_auth_hook_requests_total", &[("result", "allow")]);
+            let open = metrics.value("herald_connections", &[]);
+            (allowed >= Some(1.0) && open == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    let data = "allowed at last";
+    node.api().publish_ok(topic, json!(data)).await;
+    let received = wait_for("the published event", |seen, _| {
+        seen["messages"] == json!(["allowed at last"])
+    })
+    .await;
+    assert_eq!(received["readyState"], json!(1), "{received}");
+    assert_eq!(received["messages"], json!([data]));
+    for asked in hook.requests() {
+        assert_eq!(asked.method, "POST");
+        assert_eq!(asked.topics(), [topic]);
+    }
+    page.screenshot("allowed").await;
     let _ = page.client.close().await;
 }

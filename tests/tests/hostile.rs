@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use herald_testkit::{Api, Node, Reply, TIMEOUT};
+use herald_testkit::{Api, Node, Reply, RESYNC, TIMEOUT};
 use reqwest::{Client, Method};
 use serde_json::{json, Value};
 use tokio::{
@@ -124,7 +124,7 @@ async fn cr_lf_nul_in_events_ids_and_topics_never_forge_a_field_or_an_event() {
     ] {
         let retries = seen.iter().filter(|e| e.retry.is_some()).count();
         assert!(retries <= 1, "{label}: {seen:#?}");
-        let resyncs = seen.iter().filter(|e| e.event == "herald.resync").count();
+        let resyncs = seen.iter().filter(|e| e.event == RESYNC).count();
         assert_eq!(resyncs, 1, "{label}: {seen:#?}");
         for event in &seen {
             assert!(
@@ -142,7 +142,7 @@ async fn cr_lf_nul_in_events_ids_and_topics_never_forge_a_field_or_an_event() {
             );
             assert_ne!(event.data, "injected", "{label}: a forged event");
             let expected_type = event.event == "message"
-                || event.event == "herald.resync"
+                || event.event == RESYNC
                 || accepted.contains(&event.event);
             assert!(expected_type, "{label}: a forged event type: {event:?}");
         }
@@ -436,21 +436,9 @@ async fn send(client: &Client, base: &str, case: &Case) -> Reply {
         .send()
         .await
         .unwrap_or_else(|e| panic!("{}: {e}", case.what));
-    let status = response.status();
-    let headers = response.headers().clone();
-    // A stream never ends: its head is the answer.
-    let text = if status == 200 && case.path.starts_with("/v1/events") {
-        String::new()
-    } else {
-        response.text().await.unwrap_or_default()
-    };
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        text,
-        body,
-    }
+    Reply::read(response)
+        .await
+        .unwrap_or_else(|e| panic!("{}: reading the answer: {e}", case.what))
 }
 
 #[tokio::test]

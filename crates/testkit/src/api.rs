@@ -32,6 +32,62 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The answer `response` carries. A `200` event stream is not read (it
+    /// may never end): its head is the answer. Anything else is read whole.
+    ///
+    /// # Errors
+    ///
+    /// When the body cannot be read.
+    pub async fn read(response: reqwest::Response) -> reqwest::Result<Reply> {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let is_stream = status == StatusCode::OK
+            && headers
+                .get("content-type")
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let text = if is_stream {
+            String::new()
+        } else {
+            response.text().await?
+        };
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Reply {
+            status,
+            headers,
+            text,
+            body,
+        })
+    }
+
+    /// Sends `method url` on `client` with extra `headers` and an optional
+    /// JSON `body`, and returns the answer as [`Reply::read`] does.
+    ///
+    /// # Panics
+    ///
+    /// When the request fails or times out ([`TIMEOUT`](crate::TIMEOUT)).
+    pub async fn send(
+        client: &reqwest::Client,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut request = client.request(method.clone(), url).timeout(crate::TIMEOUT);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
+        Reply::read(response)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: reading the answer: {e:?}"))
+    }
+
     /// A header's value, if present and visible ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -270,19 +326,9 @@ impl Api {
             .send()
             .await
             .map_err(|e| format!("request to {} failed: {e}", self.base))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response
-            .text()
+        Reply::read(response)
             .await
-            .map_err(|e| format!("reading an answer from {} failed: {e}", self.base))?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Reply {
-            status,
-            headers,
-            text,
-            body,
-        })
+            .map_err(|e| format!("reading an answer from {} failed: {e}", self.base))
     }
 }
 

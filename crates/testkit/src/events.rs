@@ -4,8 +4,7 @@ use serde_json::{json, Value};
 
 use crate::{Event, Node, SseStream, TIMEOUT};
 
-/// The event type herald uses to tell a client to reload topics.
-pub const RESYNC: &str = "herald.resync";
+pub use herald_sse::control::RESYNC;
 
 /// The data of each event, in order.
 pub fn data(events: &[Event]) -> Vec<&str> {

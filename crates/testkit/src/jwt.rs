@@ -6,7 +6,9 @@
 //! command rather than a JWT library keeps the test side independent of the
 //! crate herald verifies with, and gives real RSA and EC keys generated
 //! fresh for each test. The encoding around the signature (base64url, the
-//! DER-to-raw form of ECDSA signatures JWS uses) is short and done here.
+//! DER-to-raw form of ECDSA signatures JWS uses) is short and done here, as
+//! is the export of a public key as a JWK (RFC 7517/7518) for an identity
+//! provider's key set ([`crate::JwksServer`]).
 
 use std::{
     io::Write,
@@ -134,6 +136,76 @@ impl TokenSigner {
         self.sign_with_header(&json!({"alg": self.alg, "typ": "JWT"}), claims)
     }
 
+    /// A token whose header names the key that signed it, `{"alg": <alg>,
+    /// "typ": "JWT", "kid": <kid>}`, as an identity provider's tokens do:
+    /// the verifier picks the key with that `kid` from the provider's JWKS.
+    ///
+    /// # Panics
+    ///
+    /// When `openssl` fails.
+    pub fn sign_with_kid(&self, kid: &str, claims: &Value) -> String {
+        self.sign_with_header(&json!({"alg": self.alg, "typ": "JWT", "kid": kid}), claims)
+    }
+
+    /// The public key as a JWK with key id `kid`, as an identity provider
+    /// publishes it in its JWKS: `{"kty": "RSA", "kid", "use": "sig",
+    /// "alg": "RS256", "n", "e"}` or `{"kty": "EC", "crv": "P-256", "kid",
+    /// "use": "sig", "alg": "ES256", "x", "y"}`, numbers in unpadded
+    /// base64url (RFC 7518 §6).
+    ///
+    /// The numbers are read from the key's DER form, written by `openssl`,
+    /// so the JWK is exactly the PEM key a verifier would otherwise load.
+    ///
+    /// # Panics
+    ///
+    /// For an HS256 signer (a shared secret is never published), or when
+    /// `openssl` fails.
+    pub fn jwk(&self, kid: &str) -> Value {
+        let Key::Pair { public, .. } = &self.key else {
+            panic!("an HS256 secret has no public key to publish as a JWK");
+        };
+        let der = openssl(
+            &["pkey", "-pubin", "-in", path_str(public), "-outform", "DER"],
+            &[],
+        );
+        let key = subject_public_key(&der);
+        match self.alg {
+            "RS256" => {
+                // RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
+                let (tag, sequence, _) = der_element(key);
+                assert_eq!(tag, 0x30, "an RSAPublicKey SEQUENCE");
+                let (n, rest) = der_unsigned_integer(sequence);
+                let (e, _) = der_unsigned_integer(rest);
+                json!({
+                    "kty": "RSA",
+                    "kid": kid,
+                    "use": "sig",
+                    "alg": "RS256",
+                    "n": base64url(n),
+                    "e": base64url(e),
+                })
+            }
+            "ES256" => {
+                // An uncompressed point: 0x04 || x || y, 32 bytes each.
+                assert!(
+                    key.len() == 65 && key[0] == 0x04,
+                    "an uncompressed P-256 point, got {} bytes",
+                    key.len()
+                );
+                json!({
+                    "kty": "EC",
+                    "crv": "P-256",
+                    "kid": kid,
+                    "use": "sig",
+                    "alg": "ES256",
+                    "x": base64url(&key[1..33]),
+                    "y": base64url(&key[33..]),
+                })
+            }
+            other => unreachable!("key pairs are RS256 or ES256, not {other}"),
+        }
+    }
+
     /// A token with any header (another `alg`, for algorithm-confusion
     /// tests), signed with this signer's key and algorithm all the same.
     ///
@@ -221,6 +293,50 @@ fn ecdsa_der_to_raw(der: &[u8]) -> Vec<u8> {
     raw
 }
 
+/// The key bytes of a DER `SubjectPublicKeyInfo` (RFC 5280 §4.1):
+/// `SEQUENCE { AlgorithmIdentifier, BIT STRING }`, the BIT STRING's content
+/// without its unused-bits byte. For RSA that is a DER `RSAPublicKey`, for
+/// EC the encoded point.
+fn subject_public_key(der: &[u8]) -> &[u8] {
+    let (tag, info, _) = der_element(der);
+    assert_eq!(tag, 0x30, "a SubjectPublicKeyInfo SEQUENCE");
+    let (tag, _algorithm, rest) = der_element(info);
+    assert_eq!(tag, 0x30, "an AlgorithmIdentifier SEQUENCE");
+    let (tag, bits, _) = der_element(rest);
+    assert_eq!(tag, 0x03, "a BIT STRING");
+    assert_eq!(bits.first(), Some(&0), "a key is whole bytes");
+    &bits[1..]
+}
+
+/// An INTEGER's magnitude, without the zero byte DER puts before a high
+/// bit (JWK numbers are unsigned, RFC 7518 §2 "Base64urlUInt"), and the
+/// bytes after it.
+fn der_unsigned_integer(der: &[u8]) -> (&[u8], &[u8]) {
+    let (tag, mut value, rest) = der_element(der);
+    assert_eq!(tag, 0x02, "a DER INTEGER");
+    while value.len() > 1 && value[0] == 0 {
+        value = &value[1..];
+    }
+    (value, rest)
+}
+
+/// One DER element: its tag, its content and the bytes after it. Lengths
+/// over 127 use the long form (a 2048-bit modulus needs it).
+fn der_element(der: &[u8]) -> (u8, &[u8], &[u8]) {
+    let tag = der[0];
+    let (len, header) = match der[1] {
+        short @ 0..=0x7f => (usize::from(short), 2),
+        long => {
+            let octets = usize::from(long & 0x7f);
+            let len = der[2..2 + octets]
+                .iter()
+                .fold(0usize, |len, &b| (len << 8) | usize::from(b));
+            (len, 2 + octets)
+        }
+    };
+    (tag, &der[header..header + len], &der[header + len..])
+}
+
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("temporary paths are UTF-8")
 }
@@ -289,6 +405,174 @@ mod tests {
         assert_eq!(
             hex,
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    /// `openssl`'s hex dump (`Modulus=9EF3…`, or `04:bf:58:…` lines) as
+    /// bytes.
+    fn hex_bytes(text: &str) -> Vec<u8> {
+        let digits: Vec<u8> = text
+            .bytes()
+            .filter(u8::is_ascii_hexdigit)
+            .map(|b| char::from(b).to_digit(16).expect("a hex digit") as u8)
+            .collect();
+        digits
+            .chunks(2)
+            .map(|pair| pair[0] << 4 | pair[1])
+            .collect()
+    }
+
+    fn public_pem(signer: &TokenSigner) -> &str {
+        path_str(signer.public_key_file().expect("a key pair"))
+    }
+
+    #[test]
+    fn an_rsa_jwk_holds_the_modulus_openssl_reports_and_exponent_65537() {
+        let signer = TokenSigner::rs256();
+        let jwk = signer.jwk("rsa-1");
+        let modulus = openssl(
+            &[
+                "rsa",
+                "-pubin",
+                "-in",
+                public_pem(&signer),
+                "-modulus",
+                "-noout",
+            ],
+            &[],
+        );
+        let modulus = String::from_utf8(modulus).expect("ASCII");
+        let n = hex_bytes(modulus.trim().trim_start_matches("Modulus="));
+        assert_eq!(n.len(), 256, "a 2048-bit modulus");
+        assert!(n[0] & 0x80 != 0, "no leading zero byte in {modulus}");
+        assert_eq!(
+            jwk,
+            json!({
+                "kty": "RSA",
+                "kid": "rsa-1",
+                "use": "sig",
+                "alg": "RS256",
+                "n": base64url(&n),
+                "e": "AQAB",
+            })
+        );
+    }
+
+    #[test]
+    fn an_ec_jwk_holds_the_point_openssl_reports_as_two_32_byte_coordinates() {
+        let signer = TokenSigner::es256();
+        let jwk = signer.jwk("ec-1");
+        let text = openssl(
+            &[
+                "pkey",
+                "-pubin",
+                "-in",
+                public_pem(&signer),
+                "-text",
+                "-noout",
+            ],
+            &[],
+        );
+        let text = String::from_utf8(text).expect("ASCII");
+        let point: String = text
+            .lines()
+            .skip_while(|line| !line.starts_with("pub:"))
+            .skip(1)
+            .take_while(|line| line.starts_with(' '))
+            .collect();
+        let point = hex_bytes(&point);
+        assert_eq!((point.len(), point[0]), (65, 0x04), "{text}");
+        assert_eq!(
+            jwk,
+            json!({
+                "kty": "EC",
+                "crv": "P-256",
+                "kid": "ec-1",
+                "use": "sig",
+                "alg": "ES256",
+                "x": base64url(&point[1..33]),
+                "y": base64url(&point[33..]),
+            })
+        );
+        // 32 bytes are 43 unpadded base64url characters.
+        assert_eq!(jwk["x"].as_str().map(str::len), Some(43));
+        assert_eq!(jwk["y"].as_str().map(str::len), Some(43));
+    }
+
+    #[test]
+    #[should_panic(expected = "no public key")]
+    fn an_hs256_secret_is_never_a_jwk() {
+        TokenSigner::hs256("secret").jwk("k");
+    }
+
+    #[test]
+    fn a_kid_token_names_its_key_and_verifies_with_it() {
+        let signer = TokenSigner::rs256();
+        let claims = json!({"sub": "42"});
+        let token = signer.sign_with_kid("rsa-2", &claims);
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(
+            parts[0],
+            base64url(
+                json!({"alg": "RS256", "typ": "JWT", "kid": "rsa-2"})
+                    .to_string()
+                    .as_bytes()
+            )
+        );
+        assert_eq!(parts[1], base64url(claims.to_string().as_bytes()));
+        // The signature verifies with the public key (openssl writes
+        // PKCS#1 v1.5, what RS256 is).
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let signature = dir.path().join("signature");
+        std::fs::write(&signature, base64url_decode(parts[2])).expect("writing");
+        let verified = openssl(
+            &[
+                "dgst",
+                "-sha256",
+                "-verify",
+                public_pem(&signer),
+                "-signature",
+                path_str(&signature),
+            ],
+            format!("{}.{}", parts[0], parts[1]).as_bytes(),
+        );
+        assert_eq!(String::from_utf8_lossy(&verified).trim(), "Verified OK");
+    }
+
+    fn base64url_decode(text: &str) -> Vec<u8> {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let sextets: Vec<u32> = text
+            .bytes()
+            .map(|b| ALPHABET.iter().position(|&a| a == b).expect("base64url") as u32)
+            .collect();
+        let mut out = Vec::new();
+        for chunk in sextets.chunks(4) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, &s)| n | (s << (18 - 6 * i)));
+            for i in 0..chunk.len() - 1 {
+                out.push((n >> (16 - 8 * i)) as u8);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn der_lengths_in_short_and_long_form() {
+        assert_eq!(
+            der_element(&[0x02, 0x01, 0x05, 0xff]),
+            (0x02, &[0x05][..], &[0xff][..])
+        );
+        let mut long = vec![0x04, 0x82, 0x01, 0x00];
+        long.extend(std::iter::repeat_n(7, 256));
+        long.push(9);
+        let (tag, content, rest) = der_element(&long);
+        assert_eq!((tag, content.len(), rest), (0x04, 256, &[9][..]));
+        assert_eq!(
+            der_unsigned_integer(&[0x02, 0x02, 0x00, 0x81]),
+            (&[0x81][..], &[][..])
         );
     }
 

@@ -41,6 +41,10 @@
 //!   screenshots go to [`test_artifact_dir`].
 //! - [`Exposition`]: a strict parser of the Prometheus text format.
 //! - [`TokenSigner`]: HS256, RS256 and ES256 tokens signed by `openssl`.
+//! - [`JwksServer`]: an identity provider's key set over HTTP, for key
+//!   rotation and a provider that is down, then back on the same port.
+//! - [`HookServer`]: a subscribe hook that records what herald sends and
+//!   answers as the test scripts it ([`HookBehavior`]).
 //! - [`Proxy`]: a TCP proxy to cut or stall a link between two processes.
 //! - [`eventually`], [`free_port`], [`restartable_port`], [`herald_bin`].
 #![warn(missing_docs)]
@@ -51,6 +55,8 @@ mod browser;
 mod child;
 mod cluster;
 mod events;
+mod hook;
+mod jwks;
 mod jwt;
 mod logs;
 mod nginx;
@@ -83,6 +89,8 @@ pub use cluster::{
 };
 pub use events::{before_marker, data, resync_topics, RESYNC};
 pub use herald_sse::{Event, Item};
+pub use hook::{HookBehavior, HookRequest, HookServer};
+pub use jwks::JwksServer;
 pub use jwt::{base64url, unix_now, unsigned_token, TokenSigner};
 pub use logs::test_log_dir;
 pub use nginx::Nginx;

@@ -17,7 +17,7 @@ use tempfile::TempDir;
 use crate::{
     child::{kill_and_reap, send_signal, wait_exit},
     logs::tail,
-    Api, NodeBuilder, SseStream, Subscribe, TIMEOUT,
+    Api, NodeBuilder, Reply, SseStream, Subscribe, TIMEOUT,
 };
 
 /// A running `herald serve`. Dropping it kills the process (SIGKILL, by its
@@ -118,6 +118,40 @@ impl Node {
         // Reading the body to its end returns the connection to the pool.
         response.bytes().await.expect("reading /healthz");
         client
+    }
+
+    /// Clients for the two ways a stream request reaches herald, each with
+    /// its label: one that opens a new connection per request (herald's own
+    /// lean stream path) and one whose next request reuses an idle
+    /// keep-alive connection (actix). Tests of stream behaviour run on both.
+    pub async fn clients_of_both_kinds(&self) -> [(&'static str, reqwest::Client); 2] {
+        [
+            (
+                "a new connection",
+                Api::without_keep_alive(&self.url).client().clone(),
+            ),
+            (
+                "a reused connection",
+                self.client_with_idle_connection().await,
+            ),
+        ]
+    }
+
+    /// Sends `GET /v1/events?{query}` with `headers` on both connection
+    /// kinds ([`Node::clients_of_both_kinds`]) and returns each answer
+    /// (a stream's head only, see [`Reply::read`]).
+    pub async fn subscribe_on_both_kinds(
+        &self,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> Vec<(&'static str, Reply)> {
+        let url = format!("{}/v1/events?{query}", self.url);
+        let mut replies = Vec::new();
+        for (label, client) in self.clients_of_both_kinds().await {
+            let reply = Reply::send(&client, reqwest::Method::GET, &url, headers, None).await;
+            replies.push((label, reply));
+        }
+        replies
     }
 
     /// Opens a stream on `topics`.
