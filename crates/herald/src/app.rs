@@ -43,6 +43,11 @@ pub fn build(
         .default_service(web::to(routes::not_found))
 }
 
+/// Marks a response whose request its handler counted itself (the stream
+/// route, which counts on both doors the same way).
+#[derive(Debug, Clone, Copy)]
+pub struct Counted;
+
 /// Counts every request by route pattern and status. The route label comes
 /// from the matched pattern, never the raw path, so its values stay bounded.
 async fn count_requests(
@@ -55,7 +60,9 @@ async fn count_requests(
     // flight, not for streams (whose bodies outlive this call).
     let _in_flight = state.as_ref().map(|s| s.lifecycle.request());
     let response = next.call(req).await?;
-    if let Some(state) = state {
+    if let Some(state) =
+        state.filter(|_| response.response().extensions().get::<Counted>().is_none())
+    {
         state
             .metrics
             .count_request(route, response.status().as_str());

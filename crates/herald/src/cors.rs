@@ -124,7 +124,11 @@ pub async fn cors(
         return Ok(req.into_response(response).map_into_right_body());
     }
     let mut response = next.call(req).await?;
-    if let Some(allowance) = allowance {
+    // The stream route decides its CORS headers itself, on both doors.
+    let decided = response
+        .headers()
+        .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+    if let Some(allowance) = allowance.filter(|_| !decided) {
         add_headers(response.headers_mut(), allowance);
     }
     Ok(response.map_into_left_body())

@@ -25,16 +25,23 @@ use herald_broker::{BrokerError, Cursor, Position, Resume, SubscriberQueue, Topi
 use rand::Rng;
 use tokio::time::Instant;
 
+use actix_web::http::{
+    header::{HeaderName, CONTENT_TYPE},
+    StatusCode,
+};
+
 use crate::{
     auth::{self, hook::Forwarded, Checked, Credentials},
-    error::ApiError,
+    cors,
+    error::{ApiError, PROBLEM_JSON},
+    metrics::route,
     positions::StreamPositions,
     state::AppState,
     stream::EventStream,
 };
 
 /// Response headers of every stream and every refusal, besides CORS.
-pub const STREAM_HEADERS: [(&str, &str); 3] = [
+const STREAM_HEADERS: [(&str, &str); 3] = [
     ("content-type", "text/event-stream"),
     ("cache-control", "no-cache"),
     ("x-accel-buffering", "no"),
@@ -135,6 +142,93 @@ pub enum Opened {
     /// The node cannot take the stream now: answer `200` with this body and
     /// close the connection.
     Refused(Bytes),
+}
+
+/// A subscribe request as a door received it: validated (or refused) and
+/// with the CORS headers every answer to it carries.
+pub struct Received {
+    cors: Vec<(&'static str, String)>,
+    request: Result<SubscribeRequest, ApiError>,
+}
+
+impl Received {
+    /// A request refused before its head could be read (malformed, too
+    /// large); its answer carries no CORS headers.
+    pub fn invalid(error: ApiError) -> Self {
+        Self {
+            cors: Vec::new(),
+            request: Err(error),
+        }
+    }
+}
+
+/// What a door writes back for a subscribe request.
+pub struct Answer {
+    /// The status.
+    pub status: StatusCode,
+    /// Every header field but `Content-Length` and `Connection` (the
+    /// connection always closes after a stream or a refusal).
+    pub headers: Vec<(HeaderName, String)>,
+    /// The body.
+    pub body: AnswerBody,
+}
+
+/// The body of an [`Answer`].
+pub enum AnswerBody {
+    /// An open stream: write its frames until either side ends it.
+    Stream(EventStream),
+    /// A complete body (a problem, or the retry-later answer).
+    Whole(Bytes),
+}
+
+/// Validates the request a door read and decides its CORS headers.
+/// Synchronous, so a door's parser scratch space never lives across an
+/// await.
+pub fn receive(state: &AppState, head: &SubscribeHead<'_>) -> Received {
+    Received {
+        cors: cors::headers_for(&state.settings.cors_allowed_origins, head.origin),
+        request: parse(state, head),
+    }
+}
+
+/// Authorizes and opens the stream, and counts the request: the whole
+/// answer a door writes.
+pub async fn answer(state: &Arc<AppState>, received: Received) -> Answer {
+    let Received { cors, request } = received;
+    let outcome = match request {
+        Ok(request) => start(state, request).await,
+        Err(error) => Err(error),
+    };
+    let (status, mut headers, body) = match outcome {
+        Ok(opened) => {
+            let headers = STREAM_HEADERS
+                .iter()
+                .map(|(name, value)| (HeaderName::from_static(name), (*value).to_owned()))
+                .collect();
+            let body = match opened {
+                Opened::Stream(stream) => AnswerBody::Stream(stream),
+                Opened::Refused(body) => AnswerBody::Whole(body),
+            };
+            (StatusCode::OK, headers, body)
+        }
+        Err(error) => {
+            let rendered = error.render();
+            let mut headers = vec![(CONTENT_TYPE, PROBLEM_JSON.to_owned())];
+            headers.extend(rendered.headers);
+            let body = AnswerBody::Whole(Bytes::from(rendered.body));
+            (rendered.status, headers, body)
+        }
+    };
+    headers.extend(
+        cors.into_iter()
+            .map(|(name, value)| (HeaderName::from_static(name), value)),
+    );
+    state.metrics.count_request(route::EVENTS, status.as_str());
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// Validates a subscribe request and copies out what [`start`] needs.

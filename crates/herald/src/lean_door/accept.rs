@@ -94,7 +94,7 @@ async fn route(stream: TcpStream, state: Arc<AppState>, handoff: Handoff) {
                 Ok(FirstRequest::Invalid(error)) => {
                     let status = error.render().status;
                     state.metrics.count_request(route::OTHER, status.as_str());
-                    super::head::write_error(stream, &error, &[]).await;
+                    super::head::write_error(stream, &error).await;
                 }
                 // Closed, or too slow to send a head.
                 Ok(FirstRequest::Closed) | Err(_) => {}

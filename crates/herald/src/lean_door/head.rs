@@ -8,6 +8,11 @@ use tokio::{
     net::TcpStream,
 };
 
+use actix_web::http::{
+    header::{HeaderName, CONTENT_TYPE},
+    StatusCode,
+};
+
 use crate::error::{ApiError, PROBLEM_JSON};
 
 /// Time a client has to send its first request head, from the moment its
@@ -51,17 +56,25 @@ pub(super) async fn read(socket: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
     }
 }
 
-/// The response head of a stream or refusal: status 200, the stream headers,
-/// any CORS headers, and `Connection: close` (the body ends when the
-/// connection does).
-pub(super) fn stream_head(cors: &[(&'static str, String)]) -> Bytes {
-    let mut head = BytesMut::with_capacity(160);
-    head.put_slice(b"HTTP/1.1 200 OK\r\n");
-    for (name, value) in crate::subscribe::STREAM_HEADERS {
-        put_header(&mut head, name, value);
+/// A response head: the status line, `headers`, `Content-Length` when
+/// given, and `Connection: close` (a stream's body ends when the connection
+/// does, and every answer here ends its connection).
+pub(super) fn response_head(
+    status: StatusCode,
+    headers: &[(HeaderName, String)],
+    content_length: Option<usize>,
+) -> Bytes {
+    let mut head = BytesMut::with_capacity(192);
+    head.put_slice(b"HTTP/1.1 ");
+    head.put_slice(status.as_str().as_bytes());
+    head.put_slice(b" ");
+    head.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.put_slice(b"\r\n");
+    for (name, value) in headers {
+        put_header(&mut head, name.as_str(), value);
     }
-    for (name, value) in cors {
-        put_header(&mut head, name, value);
+    if let Some(length) = content_length {
+        put_header(&mut head, "content-length", &length.to_string());
     }
     head.put_slice(b"connection: close\r\n\r\n");
     head.freeze()
@@ -75,39 +88,13 @@ fn put_header(head: &mut BytesMut, name: &str, value: &str) {
 }
 
 /// Writes `error` as a complete problem+json response and closes.
-pub(super) async fn write_error(
-    mut socket: TcpStream,
-    error: &ApiError,
-    cors: &[(&'static str, String)],
-) {
-    let response = error_response(error, cors);
-    let _ = socket.write_all(&response).await;
-    let _ = socket.shutdown().await;
-}
-
-fn error_response(error: &ApiError, cors: &[(&'static str, String)]) -> Bytes {
+pub(super) async fn write_error(socket: TcpStream, error: &ApiError) {
     let rendered = error.render();
-    let status = rendered.status;
-    let mut out = BytesMut::with_capacity(256 + rendered.body.len());
-    out.put_slice(
-        format!(
-            "HTTP/1.1 {} {}\r\n",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
-        )
-        .as_bytes(),
-    );
-    put_header(&mut out, "content-type", PROBLEM_JSON);
-    for (name, value) in &rendered.headers {
-        put_header(&mut out, name.as_str(), value);
-    }
-    for (name, value) in cors {
-        put_header(&mut out, name, value);
-    }
-    put_header(&mut out, "content-length", &rendered.body.len().to_string());
-    out.put_slice(b"connection: close\r\n\r\n");
-    out.put_slice(rendered.body.as_bytes());
-    out.freeze()
+    let mut headers = vec![(CONTENT_TYPE, PROBLEM_JSON.to_owned())];
+    headers.extend(rendered.headers);
+    let body = Bytes::from(rendered.body);
+    let head = response_head(rendered.status, &headers, Some(body.len()));
+    write_and_close(socket, head, body).await;
 }
 
 /// Writes a whole response (head and body) and closes.

@@ -21,12 +21,10 @@ use tokio::{io::AsyncWrite, net::TcpStream};
 
 use super::head::{self, HeadError, MAX_HEADERS};
 use crate::{
-    cors,
     error::ApiError,
-    metrics::route,
     state::AppState,
     stream::EventStream,
-    subscribe::{self, Opened, SubscribeHead, SubscribeRequest},
+    subscribe::{self, AnswerBody, Received, SubscribeHead},
 };
 
 /// Frames handed to one `writev`.
@@ -42,34 +40,25 @@ pub(super) async fn serve_stream(
     state: Arc<AppState>,
     deadline: tokio::time::Instant,
 ) {
-    let head = match tokio::time::timeout_at(deadline, head::read(&mut socket)).await {
-        Ok(Ok(head)) => head,
-        Ok(Err(HeadError::TooLarge)) => {
-            // The stream route refuses requests with 400, 401 or 403 only
-            // (docs/protocol.md, section 1).
-            let error = ApiError::BadRequest(format!(
-                "the request head is over {} KiB",
-                head::MAX_HEAD_BYTES / 1024
-            ));
-            return respond_error(&state, socket, &error, &[]).await;
-        }
+    let received = match tokio::time::timeout_at(deadline, head::read(&mut socket)).await {
+        Ok(Ok(head)) => receive(&state, &head, socket.peer_addr().ok().map(|a| a.ip())),
+        // The stream route refuses requests with 400, 401 or 403 only
+        // (docs/protocol.md, section 1).
+        Ok(Err(HeadError::TooLarge)) => Received::invalid(ApiError::BadRequest(format!(
+            "the request head is over {} KiB",
+            head::MAX_HEAD_BYTES / 1024
+        ))),
         Ok(Err(HeadError::Closed)) | Err(_) => return,
     };
-    let peer = socket.peer_addr().ok().map(|addr| addr.ip());
-    let (request, cors) = match prepare(&state, &head, peer) {
-        Ok(prepared) => prepared,
-        Err((error, cors)) => return respond_error(&state, socket, &error, &cors).await,
-    };
-    drop(head);
-    let opened = match subscribe::start(&state, request).await {
-        Ok(opened) => opened,
-        Err(error) => return respond_error(&state, socket, &error, &cors).await,
-    };
-    count(&state, "200");
-    let response_head = head::stream_head(&cors);
-    match opened {
-        Opened::Refused(body) => head::write_and_close(socket, response_head, body).await,
-        Opened::Stream(mut stream) => {
+    let answer = subscribe::answer(&state, received).await;
+    match answer.body {
+        AnswerBody::Whole(body) => {
+            let response_head =
+                head::response_head(answer.status, &answer.headers, Some(body.len()));
+            head::write_and_close(socket, response_head, body).await;
+        }
+        AnswerBody::Stream(mut stream) => {
+            let response_head = head::response_head(answer.status, &answer.headers, None);
             stream.pending().push_front(response_head);
             // A task of its own, sized for the pump alone rather than for
             // the setup above.
@@ -82,27 +71,13 @@ pub(super) async fn serve_stream(
     }
 }
 
-/// CORS headers for the response, decided before anything else can fail.
-type CorsHeaders = Vec<(&'static str, String)>;
-type Prepared = (SubscribeRequest, CorsHeaders);
-
-/// Parses the head and validates the request. Synchronous, so the parser's
-/// scratch space never becomes part of a long-lived task.
-fn prepare(
-    state: &AppState,
-    head: &[u8],
-    peer: Option<std::net::IpAddr>,
-) -> Result<Prepared, (ApiError, CorsHeaders)> {
+/// Parses the head into what [`subscribe::receive`] takes. Synchronous, so
+/// the parser's scratch space never becomes part of a long-lived task.
+fn receive(state: &AppState, head: &[u8], peer: Option<std::net::IpAddr>) -> Received {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    match request.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => {
-            return Err((
-                ApiError::BadRequest("malformed request head".into()),
-                Vec::new(),
-            ))
-        }
+    if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
+        return Received::invalid(ApiError::BadRequest("malformed request head".into()));
     }
     let find = |name: &str| {
         request
@@ -111,26 +86,8 @@ fn prepare(
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value)
     };
-    let cors = cors::headers_for(&state.settings.cors_allowed_origins, find("origin"));
-    let subscribe_head = SubscribeHead::read(request.path.unwrap_or(""), peer, find);
-    match subscribe::parse(state, &subscribe_head) {
-        Ok(request) => Ok((request, cors)),
-        Err(error) => Err((error, cors)),
-    }
-}
-
-async fn respond_error(
-    state: &AppState,
-    socket: TcpStream,
-    error: &ApiError,
-    cors: &[(&'static str, String)],
-) {
-    count(state, error.render().status.as_str());
-    head::write_error(socket, error, cors).await;
-}
-
-fn count(state: &AppState, status: &str) {
-    state.metrics.count_request(route::EVENTS, status);
+    let head = SubscribeHead::read(request.path.unwrap_or(""), peer, find);
+    subscribe::receive(state, &head)
 }
 
 /// Moves a stream's frames to its socket until either side ends.

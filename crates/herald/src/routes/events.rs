@@ -7,10 +7,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::{
     actix_stream::ActixBody,
-    error::ApiError,
+    app::Counted,
     routes::method_not_allowed,
     state::AppState,
-    subscribe::{self, Opened, SubscribeHead, STREAM_HEADERS},
+    subscribe::{self, AnswerBody, SubscribeHead},
 };
 
 /// Registers the route.
@@ -22,23 +22,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-async fn handle(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn handle(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let headers = req.headers();
     let path_and_query = req.uri().path_and_query().map_or("", |p| p.as_str());
     let head = SubscribeHead::read(path_and_query, req.peer_addr().map(|a| a.ip()), |name| {
         headers.get(name).map(|v| v.as_bytes())
     });
-    let request = subscribe::parse(&state, &head)?;
-    let opened = subscribe::start(&state.into_inner(), request).await?;
-    let mut response = HttpResponse::Ok();
-    for header in STREAM_HEADERS {
-        response.insert_header(header);
+    let received = subscribe::receive(&state, &head);
+    let answer = subscribe::answer(&state.into_inner(), received).await;
+    let mut response = HttpResponse::build(answer.status);
+    for header in answer.headers {
+        response.append_header(header);
     }
     // A stream closed by herald (drain, slow consumer) must close its TCP
     // connection too, so the client reconnects, ideally elsewhere.
     response.force_close();
-    Ok(match opened {
-        Opened::Stream(stream) => response.streaming(ActixBody::new(stream, &req)),
-        Opened::Refused(body) => response.body(body),
-    })
+    response.extensions_mut().insert(Counted);
+    match answer.body {
+        AnswerBody::Stream(stream) => response.streaming(ActixBody::new(stream, &req)),
+        AnswerBody::Whole(body) => response.body(body),
+    }
 }
