@@ -224,7 +224,11 @@ fn check_topic(
     let mut since_resync = HashSet::new();
     let mut last: Option<Seen> = None;
     let mut resync_times = Vec::new();
-    // The time of the last event of the topic, for judging resyncs.
+    // When the client's position on the topic was last set, for judging
+    // resyncs: the earliest time its last event can have been stored (its
+    // first publish attempt), not when it arrived. A paused or cut-off node
+    // delivers late, and history lost after the event was stored but
+    // before it arrived does justify a resync.
     let mut last_event_ms = open_ms;
     for received in history
         .clients
@@ -248,7 +252,8 @@ fn check_topic(
                         received.at_ms,
                         format!(
                             "herald.resync that nothing justifies (no history lost and fewer than \
-                             {max_events} events published since the last one received at {last_event_ms} ms)"
+                             {max_events} events published since the last one received was stored, at \
+                             {last_event_ms} ms or later)"
                         ),
                     );
                 }
@@ -265,7 +270,7 @@ fn check_topic(
             continue;
         }
         verdict.events_received += 1;
-        last_event_ms = received.at_ms;
+        last_event_ms = publish.first_sent_ms.min(received.at_ms);
         let again = !seen.insert(received.data.as_str());
         let stored_twice =
             again && history_lost_between(history, publish.first_sent_ms, received.at_ms);
@@ -534,6 +539,33 @@ mod tests {
             kind: FaultKind::RedisRestartEmpty,
             started_ms: 550,
             ended_ms: Some(560),
+            note: String::new(),
+        });
+        let verdict = check(&history, 100);
+        assert!(verdict.passed(), "{:?}", verdict.violations);
+        assert_eq!(verdict.resyncs.history_lost, 1);
+    }
+
+    #[test]
+    fn history_lost_after_an_event_was_stored_justifies_a_resync_even_if_it_arrived_later() {
+        // Seen in a 30-minute soak: a node frozen right after an event was
+        // stored delivered it seconds later, after Redis had lost its data;
+        // the resync that followed is owed to that loss.
+        let publishes: Vec<Publish> = vec![published(1, "t", 7, 1), published(2, "t", 9, 1)];
+        let received = vec![
+            got(&publishes[0], 5_000),
+            resync(9_000, "t"),
+            got(&publishes[1], 9_500),
+        ];
+        let mut history = History {
+            clients: one_client(received),
+            publishes,
+            ..History::default()
+        };
+        history.faults.push(Fault {
+            kind: FaultKind::RedisRestartEmpty,
+            started_ms: 3_000,
+            ended_ms: Some(3_050),
             note: String::new(),
         });
         let verdict = check(&history, 100);

@@ -318,7 +318,9 @@ pub async fn start(state: &Arc<AppState>, request: SubscribeRequest) -> Result<O
             if let Some(reason) = unable_to_open(state) {
                 return Ok(Opened::Refused(refuse(state, Some(reason))));
             }
-            match auth.ask_hook(&credentials, &asked, token_expires_at).await {
+            // Boxed: the HTTP call's future is large, and only requests
+            // that reach the hook should pay for it.
+            match Box::pin(auth.ask_hook(&credentials, &asked, token_expires_at)).await {
                 Ok(grant) => grant,
                 Err(refusal) => return refused(state, refusal),
             }

@@ -325,7 +325,9 @@ impl Auth {
         }
         let token = credentials.token(self.query_token);
         let verified = match token {
-            Some(token) => Some(self.verify(token).await),
+            // Boxed: most subscribes never verify a token, and a stream's
+            // setup future stays small without the key fetch inside it.
+            Some(token) => Some(Box::pin(self.verify(token)).await),
             None => None,
         };
         let (granted, expires_at, invalid) = match verified {
