@@ -104,10 +104,9 @@ impl Hook {
         cache_for: Duration,
         metrics: AuthHookMetrics,
     ) -> reqwest::Result<Self> {
-        let client = reqwest::Client::builder()
+        let client = super::http_client()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
             url,

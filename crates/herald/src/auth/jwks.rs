@@ -93,10 +93,7 @@ impl Jwks {
     ///
     /// When the HTTP client cannot be built (no TLS roots readable).
     pub fn new(url: reqwest::Url) -> reqwest::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = super::http_client().timeout(FETCH_TIMEOUT).build()?;
         Ok(Self {
             url,
             client,

@@ -482,6 +482,29 @@ impl Auth {
     }
 }
 
+/// An HTTP client builder trusting the system's CA roots (`SSL_CERT_FILE`
+/// and `SSL_CERT_DIR` honoured), for the JWKS and the subscribe hook.
+pub(crate) fn http_client() -> reqwest::ClientBuilder {
+    static ROOTS: std::sync::OnceLock<Vec<reqwest::Certificate>> = std::sync::OnceLock::new();
+    let roots = ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for error in &found.errors {
+            tracing::warn!(%error, "reading the system CA roots");
+        }
+        found
+            .certs
+            .iter()
+            .filter_map(|cert| reqwest::Certificate::from_der(cert.as_ref()).ok())
+            .collect()
+    });
+    roots
+        .iter()
+        .fold(reqwest::Client::builder(), |builder, cert| {
+            builder.add_root_certificate(cert.clone())
+        })
+        .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+}
+
 fn patterns(texts: &[String]) -> Vec<TopicPattern> {
     texts.iter().map(|p| TopicPattern::new(p)).collect()
 }
