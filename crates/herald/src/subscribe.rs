@@ -274,6 +274,7 @@ pub fn parse(state: &AppState, head: &SubscribeHead<'_>) -> Result<SubscribeRequ
     let cursor = ClientCursor::read(head.last_event_id, query_cursor, polyfill_cursor);
 
     let owned = |value: Option<&[u8]>| value.map(<[u8]>::to_vec);
+    let hook = state.auth.has_hook();
     Ok(SubscribeRequest {
         topics,
         cursor,
@@ -282,9 +283,10 @@ pub fn parse(state: &AppState, head: &SubscribeHead<'_>) -> Result<SubscribeRequ
             forwarded: Forwarded {
                 cookie: owned(head.cookie),
                 authorization: owned(head.authorization),
-                origin: owned(head.origin),
-                forwarded_for: owned(head.forwarded_for),
-                peer: head.peer,
+                // Only a hook reads these: no copies per stream otherwise.
+                origin: owned(head.origin.filter(|_| hook)),
+                forwarded_for: owned(head.forwarded_for.filter(|_| hook)),
+                peer: head.peer.filter(|_| hook),
             },
         },
     })

@@ -244,6 +244,12 @@ impl Auth {
         })
     }
 
+    /// Whether subscribe requests may be put to the application's hook
+    /// (only then are its origin and address worth keeping).
+    pub fn has_hook(&self) -> bool {
+        self.hook.is_some()
+    }
+
     /// Whether publishing needs no credentials.
     pub fn publishing_is_open(&self) -> bool {
         self.publish_keys.is_empty() && self.static_keys.is_empty() && self.jwks.is_none()
